@@ -1,0 +1,32 @@
+# Two commands for a fresh clone: `make run` and `make test`. Both create the project
+# virtualenv (.venv) and install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed first, pinned, so that requirements.txt's range installs nothing more.
+# On this CPU-only development machine kind the pip configuration serves the CPU wheel of
+# this version; on a GPU server PyPI serves the CUDA build of the same version.
+TORCH_VERSION ?= 2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install run test bench clean-db tiny-checkpoint
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: install
+	$(PY) manage.py run_service
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/daemon_overhead.py
+
+tiny-checkpoint: install
+	$(PY) manage.py create_tiny_checkpoint var/tiny-wan-i2v

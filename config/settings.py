@@ -1,0 +1,193 @@
+"""Settings for the video generation service, all read from the environment via config.env."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env.string("VAR_DIR", str(BASE_DIR / "var")))
+
+# --- core -----------------------------------------------------------------------------
+DEBUG = env.boolean("DEBUG", False)
+# DEV_MODE=true (the quick-start default) allows the built-in development secret; a
+# production deployment sets DEV_MODE=false and must then provide SECRET_KEY.
+DEV_MODE = env.boolean("DEV_MODE", True)
+INSECURE_DEV_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+SECRET_KEY = env.string("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEV_MODE:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEV_MODE=false (production)")
+    SECRET_KEY = INSECURE_DEV_KEY
+ALLOWED_HOSTS = env.csv("ALLOWED_HOSTS", ["*"])
+SERVER_HOST = env.string("SERVER_HOST", "0.0.0.0")
+SERVER_PORT = env.integer("SERVER_PORT", 8088, minimum=1, maximum=65535)
+WEB_WORKERS = env.integer("WEB_WORKERS", 2, minimum=1, maximum=64)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "videojobs",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "videojobs.api_errors.BodySizeLimitMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database: Postgres only ----------------------------------------------------------
+DATABASE_URL = env.string("DATABASE_URL", "")
+EMBEDDED_DB_DIR = Path(env.string("EMBEDDED_DB_DIR", str(VAR_DIR / "pgdata")))
+if not DATABASE_URL:
+    from config.embedded_db import embedded_database_url
+
+    DATABASE_URL = embedded_database_url(EMBEDDED_DB_DIR)
+    EMBEDDED_DB = True
+else:
+    EMBEDDED_DB = False
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL (postgres:// or postgresql://)")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- static, media, videos ------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.string("STATIC_ROOT", str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+MEDIA_ROOT = Path(env.string("MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "media/"
+OUTPUT_DIR = Path(env.string("OUTPUT_DIR", str(BASE_DIR / "generated_videos")))
+MAX_OUTPUT_DIR_SIZE_GB = env.number("MAX_OUTPUT_DIR_SIZE", 50.0, minimum=0.001)
+
+# --- request limits -------------------------------------------------------------------
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("MAX_REQUEST_BYTES", 64 * 1024, minimum=1024)
+
+# --- the job queue --------------------------------------------------------------------
+MAX_CONCURRENT_TASKS = env.integer("MAX_CONCURRENT_TASKS", 5, minimum=1)
+TASK_TIMEOUT = env.integer("TASK_TIMEOUT", 1800, minimum=1)
+CLEANUP_INTERVAL = env.integer("CLEANUP_INTERVAL", 300, minimum=10)
+LEASE_SECONDS = env.integer("LEASE_SECONDS", 120, minimum=5)
+JOB_MAX_ATTEMPTS = env.integer("JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
+JOB_HISTORY_DAYS = env.integer("JOB_HISTORY_DAYS", 30, minimum=1)
+RETRY_AFTER_SECONDS = env.integer("RETRY_AFTER_SECONDS", 30, minimum=1)
+EXTRA_IMAGE_SIZES = env.image_sizes("EXTRA_IMAGE_SIZES")
+
+# --- input images ---------------------------------------------------------------------
+IMAGE_URL_ALLOWED_NETWORKS = env.networks("IMAGE_URL_ALLOWED_NETWORKS")
+IMAGE_MAX_BYTES = env.integer("IMAGE_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+IMAGE_MAX_PIXELS = env.integer("IMAGE_MAX_PIXELS", 40_000_000, minimum=64 * 64)
+IMAGE_CONNECT_TIMEOUT = env.number("IMAGE_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+IMAGE_TOTAL_TIMEOUT = env.number("IMAGE_TOTAL_TIMEOUT", 30.0, minimum=0.5)
+
+# --- the inference daemon -------------------------------------------------------------
+MODEL_CKPT_DIR = env.string("MODEL_CKPT_DIR", "")
+TINY_CKPT_DIR = Path(env.string("TINY_CKPT_DIR", str(VAR_DIR / "tiny-wan-i2v")))
+DEVICE = env.choice("DEVICE", "auto", ("auto", "cuda", "npu", "cpu"))
+DAEMON_POLL_SECONDS = env.number("DAEMON_POLL_SECONDS", 2.0, minimum=0.05)
+DAEMON_IDLE_TICK_SECONDS = env.number("DAEMON_IDLE_TICK_SECONDS", 5.0, minimum=0.05)
+DIST_TIMEOUT_SECONDS = env.integer("DIST_TIMEOUT_SECONDS", 1800, minimum=10)
+WORKER_STALE_SECONDS = env.integer("WORKER_STALE_SECONDS", 60, minimum=5)
+VIDEO_FPS = 16
+# Original-spec topology variables: how the daemon is started (see README).
+T5_CPU = env.boolean("T5_CPU", False)
+DIT_FSDP = env.boolean("DIT_FSDP", False)
+T5_FSDP = env.boolean("T5_FSDP", False)
+VAE_PARALLEL = env.boolean("VAE_PARALLEL", False)
+ULYSSES_SIZE = env.integer("ULYSSES_SIZE", 1, minimum=1)
+CFG_SIZE = env.integer("CFG_SIZE", 1, minimum=1, maximum=2)
+
+# --- django-q2: ORM broker on the same Postgres ---------------------------------------
+Q_CLUSTER = {
+    "name": "videogen",
+    "orm": "default",
+    "workers": env.integer("Q_WORKERS", 2, minimum=1),
+    "timeout": 120,
+    "retry": 180,
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "poll": 0.5,
+    "label": "Django Q2",
+}
+
+# --- DRF and OpenAPI ------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "EXCEPTION_HANDLER": "videojobs.api_errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    # ?format= selects Prometheus text on /metrics, not a DRF renderer.
+    "URL_FORMAT_OVERRIDE": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Video generation API (Wan2.1 I2V)",
+    "DESCRIPTION": "Submit an image and a prompt, poll the job, cancel it, download the mp4.",
+    "VERSION": "1.0.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- i18n, logging --------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+LOG_LEVEL = env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL.upper()},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

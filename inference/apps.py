@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class InferenceConfig(AppConfig):
+    # No models and no torch import here: the web process loads this app too.
+    name = "inference"
+    verbose_name = "Inference daemon"

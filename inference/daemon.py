@@ -1,0 +1,492 @@
+"""The inference daemon loop: one resident pipeline, jobs claimed from Postgres, run by every rank.
+
+Rank 0 is the only rank that talks to the database. It waits for work (LISTEN on the
+ready channel, with a polling fallback), claims a job through videojobs.services,
+broadcasts it on the control channel, and while every rank runs it, rank 0 writes
+progress, heartbeats the lease and decides at each denoising step whether the job must
+stop. That decision reaches every rank in the same collective, so all ranks stop at the
+same step.
+"""
+from __future__ import annotations
+
+import gc
+import io
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from inference.runtime import GroupBroken, Runtime, StopFlag, agree_flag, barrier, broadcast_message, gather_objects
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_GROUP_BROKEN = 3
+
+
+class JobStopped(Exception):
+    def __init__(self, flag: StopFlag) -> None:
+        super().__init__(flag.name)
+        self.flag = flag
+
+
+@dataclass
+class DaemonConfig:
+    worker_name: str
+    ckpt_dir: Path
+    tiny_model: bool
+    output_dir: Path
+    media_root: Path
+    lease_seconds: int
+    poll_seconds: float
+    idle_tick_seconds: float
+    task_timeout: int
+    fps: int
+    max_jobs: int | None = None  # stop after this many jobs (benchmarks and tests)
+
+    @classmethod
+    def from_settings(cls, *, max_jobs: int | None = None) -> "DaemonConfig":
+        tiny = not settings.MODEL_CKPT_DIR
+        return cls(
+            worker_name=os.environ.get("WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}",
+            ckpt_dir=Path(settings.TINY_CKPT_DIR if tiny else settings.MODEL_CKPT_DIR),
+            tiny_model=tiny,
+            output_dir=Path(settings.OUTPUT_DIR),
+            media_root=Path(settings.MEDIA_ROOT),
+            lease_seconds=settings.LEASE_SECONDS,
+            poll_seconds=settings.DAEMON_POLL_SECONDS,
+            idle_tick_seconds=settings.DAEMON_IDLE_TICK_SECONDS,
+            task_timeout=settings.TASK_TIMEOUT,
+            fps=settings.VIDEO_FPS,
+            max_jobs=max_jobs,
+        )
+
+
+def check_start_topology() -> None:
+    """Refuse to start with parallelism switches this daemon does not implement yet.
+
+    The original start script's switches describe how the DiT, T5 and VAE are split across
+    ranks. This version replicates the whole pipeline on every rank; accepting the switches
+    silently would claim a topology that is not running.
+    """
+    unsupported = []
+    if settings.ULYSSES_SIZE != 1:
+        unsupported.append(f"ULYSSES_SIZE={settings.ULYSSES_SIZE}")
+    if settings.CFG_SIZE != 1:
+        unsupported.append(f"CFG_SIZE={settings.CFG_SIZE}")
+    for name in ("DIT_FSDP", "T5_FSDP", "VAE_PARALLEL", "T5_CPU"):
+        if getattr(settings, name):
+            unsupported.append(f"{name}=true")
+    if unsupported:
+        raise ValueError(
+            "this daemon does not implement " + ", ".join(unsupported) + " yet; unset them "
+            "(every rank then runs the whole pipeline)"
+        )
+
+
+def running_topology(runtime: Runtime) -> dict[str, Any]:
+    return {
+        "world_size": runtime.world_size,
+        "ulysses_size": 1,
+        "ring_size": 1,
+        "cfg_size": 1,
+        "dit_fsdp": False,
+        "t5_fsdp": False,
+        "vae_parallel": False,
+        "t5_cpu": False,
+        "replicas": runtime.world_size,
+        "device": str(runtime.device.kind),
+    }
+
+
+def topology_warnings(params: dict[str, Any], topology: dict[str, Any]) -> list[str]:
+    """One warning per request topology field that differs from what ran."""
+    warnings = []
+    for key in ("ulysses_size", "cfg_size", "dit_fsdp", "t5_fsdp", "vae_parallel"):
+        if key in params and params[key] != topology[key]:
+            warnings.append(
+                f"requested {key}={params[key]!r}; this worker runs {key}={topology[key]!r} "
+                "(topology is fixed when the daemon starts)"
+            )
+    if params.get("use_attentioncache"):
+        warnings.append("use_attentioncache is not implemented by this worker yet; the job ran without it")
+    return warnings
+
+
+@dataclass
+class _ActiveJob:
+    job_id: int
+    attempt: int
+    request_id: str
+    deadline: float  # epoch seconds: started_at + TASK_TIMEOUT
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
+class Daemon:
+    def __init__(self, runtime: Runtime, config: DaemonConfig) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.pipe = None
+        self.stopping = False  # first SIGTERM/SIGINT: finish the current job, then exit
+        self.aborting = False  # second signal: give the current job back now
+        self.jobs_done = 0
+        self._listen = None
+        self._active: _ActiveJob | None = None
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum, frame):  # noqa: ARG001
+            if not self.runtime.is_leader:
+                return  # followers obey rank 0's broadcast, never their own signal
+            if self.stopping:
+                self.aborting = True
+                logger.warning("second stop signal: giving the current job back to the queue")
+            else:
+                self.stopping = True
+                logger.warning("stop signal: finishing the current job, then exiting")
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> int:
+        from videojobs import services
+
+        topology = running_topology(self.runtime)
+        if self.runtime.is_leader:
+            services.register_worker(
+                name=self.config.worker_name,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                world_size=self.runtime.world_size,
+                topology=topology,
+                device=str(self.runtime.device),
+                model=str(self.config.ckpt_dir) + (" (tiny random weights)" if self.config.tiny_model else ""),
+            )
+        try:
+            self.load_pipeline()
+            barrier(self.runtime)
+            if self.runtime.is_leader:
+                services.update_worker(name=self.config.worker_name, state="idle")
+                self._open_listen()
+                logger.info("worker %s ready on %s x%d", self.config.worker_name, self.runtime.device, self.runtime.world_size)
+            while True:
+                message = self._next_message() if self.runtime.is_leader else None
+                message = broadcast_message(self.runtime, message)
+                if message["kind"] == "shutdown":
+                    return EXIT_OK
+                if message["kind"] == "job":
+                    self.run_job(message)
+                    self.jobs_done += 1
+        except GroupBroken:
+            logger.exception("the process group is broken; exiting so the supervisor restarts the daemon")
+            return EXIT_GROUP_BROKEN
+        finally:
+            if self.runtime.is_leader:
+                self._close_listen()
+                try:
+                    close_old_connections()
+                    services.update_worker(name=self.config.worker_name, state="stopped")
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    logger.exception("could not mark the worker stopped")
+
+    def load_pipeline(self) -> None:
+        from inference.checkpoint import LoadOptions, load_pipeline
+
+        started = time.perf_counter()
+        self.pipe = load_pipeline(LoadOptions(ckpt_dir=self.config.ckpt_dir, device=self.runtime.device))
+        logger.info("pipeline loaded from %s in %.1f s", self.config.ckpt_dir, time.perf_counter() - started)
+
+    # --- rank 0: waiting for work -----------------------------------------------------
+
+    def _open_listen(self) -> None:
+        import psycopg
+
+        from videojobs.services import READY_CHANNEL
+
+        params = connection.settings_dict
+        conninfo = {
+            "dbname": params["NAME"],
+            "user": params.get("USER") or None,
+            "password": params.get("PASSWORD") or None,
+            "host": params.get("HOST") or None,
+            "port": params.get("PORT") or None,
+        }
+        conninfo.update(params.get("OPTIONS", {}) or {})
+        try:
+            self._listen = psycopg.connect(autocommit=True, **{k: v for k, v in conninfo.items() if v})
+            self._listen.execute(f"LISTEN {READY_CHANNEL}")
+        except Exception:  # noqa: BLE001 - polling still works without LISTEN
+            logger.exception("LISTEN unavailable; falling back to polling every %.1f s", self.config.poll_seconds)
+            self._listen = None
+
+    def _close_listen(self) -> None:
+        if self._listen is not None:
+            self._listen.close()
+            self._listen = None
+
+    def _wait_for_notify(self, timeout: float) -> None:
+        if timeout <= 0:
+            return
+        if self._listen is None:
+            time.sleep(timeout)
+            return
+        try:
+            # Wake on a NOTIFY, or after the timeout; the claim that follows is the real check.
+            ready, _, _ = select.select([self._listen.fileno()], [], [], timeout)
+            if ready:
+                for _ in self._listen.notifies(timeout=0):
+                    pass
+        except Exception:  # noqa: BLE001
+            logger.exception("LISTEN connection failed; reconnecting")
+            self._close_listen()
+            self._open_listen()
+
+    def _next_message(self) -> dict[str, Any]:
+        """Rank 0: a job, an idle tick, or shutdown; never waits past the idle tick."""
+        from videojobs import services
+
+        deadline = time.monotonic() + self.config.idle_tick_seconds
+        while True:
+            if self.stopping or (self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs):
+                return {"kind": "shutdown"}
+            close_old_connections()
+            job = services.claim_next_job(worker=self.config.worker_name, lease_seconds=self.config.lease_seconds)
+            if job is not None:
+                return self._job_message(job)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                services.worker_heartbeat(name=self.config.worker_name)
+                return {"kind": "idle"}
+            self._wait_for_notify(min(remaining, self.config.poll_seconds))
+
+    def _job_message(self, job) -> dict[str, Any]:
+        image_png = (self.config.media_root / job.input_image).read_bytes()
+        seed = job.params.get("seed")
+        if seed is None:
+            # The seed that actually ran is reported, so any video can be reproduced.
+            seed = random.SystemRandom().randint(0, 2**31 - 1)
+        return {
+            "kind": "job",
+            "job_id": job.pk,
+            "attempt": job.attempt,
+            "request_id": job.request_id,
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt,
+            "params": job.params,
+            "seed": seed,
+            "image_png": image_png,
+            "deadline": job.started_at.timestamp() + self.config.task_timeout,
+        }
+
+    # --- every rank: one job ----------------------------------------------------------
+
+    def run_job(self, message: dict[str, Any]) -> None:
+        from PIL import Image
+
+        from inference.devices import empty_cache
+        from inference.generate import GenerationRequest, generate
+        from inference.video import write_mp4
+        from videojobs.params import parse_image_size
+
+        leader = self.runtime.is_leader
+        active = _ActiveJob(
+            job_id=message["job_id"], attempt=message["attempt"], request_id=message["request_id"], deadline=message["deadline"]
+        )
+        self._active = active
+        heartbeat = self._start_heartbeat(active) if leader else None
+        params = message["params"]
+        timings: dict[str, float] = {}
+        local_error: str | None = None
+        video = None
+        result = None
+        try:
+            width, height = parse_image_size(params["image_size"])
+            request = GenerationRequest(
+                prompt=message["prompt"],
+                negative_prompt=message["negative_prompt"] or None,
+                image=Image.open(io.BytesIO(message["image_png"])).convert("RGB"),
+                width=width,
+                height=height,
+                num_frames=params["num_frames"],
+                guidance_scale=params["guidance_scale"],
+                infer_steps=params["infer_steps"],
+                seed=message["seed"],
+                sample_solver=params["sample_solver"],
+                sample_shift=params["sample_shift"],
+            )
+            result = generate(
+                self.pipe,
+                request,
+                device=self.runtime.device,
+                on_phase=lambda phase: self._on_phase(active, phase),
+                on_step=lambda step, total: self._on_step(active, step, total),
+            )
+            timings.update(result.timings)
+            if leader:
+                self._on_phase(active, "saving")
+                started = time.perf_counter()
+                video = write_mp4(result.frames, self.config.output_dir / f"{active.request_id}.mp4", fps=self.config.fps)
+                timings["saving"] = time.perf_counter() - started
+            outcome = agree_flag(self.runtime, StopFlag.CONTINUE)
+        except JobStopped as stopped:
+            outcome = stopped.flag
+        except GroupBroken:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any job error fails the job, not the daemon
+            logger.exception("job %s failed on rank %d", active.request_id, self.runtime.rank)
+            local_error = f"{type(exc).__name__}: {exc}"
+            outcome = agree_flag(self.runtime, StopFlag.ERROR)
+        finally:
+            result = None
+            gc.collect()
+            empty_cache(self.runtime.device)
+        # Only after an ERROR do all ranks take part in this gather, so the counts match.
+        errors = gather_objects(self.runtime, local_error) if outcome == StopFlag.ERROR else []
+        if heartbeat is not None:
+            heartbeat.set()
+        self._active = None
+        if leader:
+            self._record_outcome(active, outcome, timings, video, message, errors)
+
+    def _on_phase(self, active: _ActiveJob, phase: str) -> None:
+        if self.runtime.is_leader:
+            from videojobs import services
+
+            if not services.report_progress(job_id=active.job_id, attempt=active.attempt, phase=phase):
+                active.lost.set()
+
+    def _on_step(self, active: _ActiveJob, step: int, total: int) -> None:
+        local = StopFlag.CONTINUE
+        if self.runtime.is_leader:
+            local = self._leader_decision(active, step, total)
+        flag = agree_flag(self.runtime, local)
+        if flag != StopFlag.CONTINUE:
+            raise JobStopped(flag)
+
+    def _leader_decision(self, active: _ActiveJob, step: int, total: int) -> StopFlag:
+        from videojobs import selectors, services
+
+        if not services.report_progress(
+            job_id=active.job_id, attempt=active.attempt, phase="denoising", step=step, total_steps=total
+        ):
+            active.lost.set()
+        if self.aborting:
+            return StopFlag.SHUTDOWN
+        if active.lost.is_set():
+            return StopFlag.LOST
+        if time.time() > active.deadline:
+            return StopFlag.TIMEOUT
+        if selectors.is_cancel_requested(job_id=active.job_id):
+            return StopFlag.CANCEL
+        return StopFlag.CONTINUE
+
+    def _start_heartbeat(self, active: _ActiveJob) -> threading.Event:
+        """Rank 0 extends the lease from a thread: a single 720p step or VAE decode can outlast it."""
+        from videojobs import services
+
+        done = threading.Event()
+        interval = max(self.config.lease_seconds / 3, 0.5)
+        services.update_worker(name=self.config.worker_name, state="busy", current_job_id=active.job_id)
+
+        def beat() -> None:
+            try:
+                while not done.wait(interval):
+                    if not services.heartbeat(job_id=active.job_id, attempt=active.attempt, lease_seconds=self.config.lease_seconds):
+                        active.lost.set()
+                    services.worker_heartbeat(name=self.config.worker_name)
+            except Exception:  # noqa: BLE001 - a lost lease is caught at the next step
+                logger.exception("heartbeat failed")
+            finally:
+                connection.close()
+
+        threading.Thread(target=beat, name=f"heartbeat-{active.request_id}", daemon=True).start()
+        return done
+
+    def _record_outcome(self, active, outcome: StopFlag, timings, video, message, errors) -> None:
+        from videojobs import services
+
+        timings = {k: round(v, 3) for k, v in timings.items()}
+        ids = {"job_id": active.job_id, "attempt": active.attempt}
+        if outcome != StopFlag.CONTINUE and video is not None:
+            video.path.unlink(missing_ok=True)  # another rank failed after rank 0 wrote it
+        if outcome == StopFlag.CONTINUE:
+            topology = running_topology(self.runtime)
+            result = {
+                "video_path": _display_path(video.path),
+                "video_file": video.path.name,
+                "size_bytes": video.size_bytes,
+                "duration_seconds": round(video.duration_seconds, 3),
+                "frames": video.frames,
+                "fps": video.fps,
+                "resolution": f"{video.width}*{video.height}",
+                "seed": message["seed"],
+                "topology": topology,
+                "warnings": topology_warnings(message["params"], topology),
+            }
+            if not services.complete_job(**ids, result=result, timings=timings):
+                video.path.unlink(missing_ok=True)  # the attempt lost its lease meanwhile
+        elif outcome == StopFlag.CANCEL:
+            services.finish_cancelled_job(**ids, timings=timings)
+        elif outcome == StopFlag.TIMEOUT:
+            services.fail_job(
+                **ids, code="TIMEOUT", reason=f"the job ran longer than TASK_TIMEOUT ({self.config.task_timeout} s)", timings=timings
+            )
+        elif outcome == StopFlag.SHUTDOWN:
+            services.release_job(**ids)
+        elif outcome == StopFlag.ERROR:
+            reasons = [f"rank {rank}: {err}" for rank, err in enumerate(errors) if err]
+            services.fail_job(**ids, code="INFERENCE_ERROR", reason="; ".join(reasons)[:2000] or "inference failed", timings=timings)
+        # LOST: the job already belongs to another attempt or was ended by a sweep.
+        services.update_worker(name=self.config.worker_name, state="idle", job_done=True)
+        logger.info("job %s ended: %s %s", active.request_id, outcome.name, timings)
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(settings.BASE_DIR))
+    except ValueError:
+        return str(path)
+
+
+def main(*, max_jobs: int | None = None) -> int:
+    """Start the runtime, make sure the checkpoint is there, and serve jobs until stopped."""
+    from inference.checkpoint import validate_checkpoint_dir
+    from inference.runtime import init_runtime, shutdown_runtime
+
+    # 1. Refuse unsupported switches before touching any device.
+    check_start_topology()
+    config = DaemonConfig.from_settings(max_jobs=max_jobs)
+    # 2. Ranks, devices, the two process groups.
+    runtime = init_runtime(device=settings.DEVICE, timeout_seconds=settings.DIST_TIMEOUT_SECONDS)
+    try:
+        # 3. The development default: a tiny random-weight model, built once by rank 0.
+        if config.tiny_model and runtime.is_leader and not (config.ckpt_dir / "model_index.json").exists():
+            from inference.tiny import create_tiny_checkpoint
+
+            logger.warning(
+                "MODEL_CKPT_DIR is unset: building the tiny random-weight model in %s (it produces noise, not video)",
+                config.ckpt_dir,
+            )
+            create_tiny_checkpoint(config.ckpt_dir)
+        barrier(runtime)
+        # 4. One readable line for a missing or incomplete checkpoint, on every rank.
+        validate_checkpoint_dir(config.ckpt_dir)
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        daemon = Daemon(runtime, config)
+        daemon.install_signal_handlers()
+        return daemon.run()
+    finally:
+        if runtime.is_leader:
+            close_old_connections()
+        shutdown_runtime(runtime)

@@ -1,0 +1,95 @@
+"""GET /health, /metrics, /docs, /docs/schema and /videos/."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tests.conftest import make_job
+from videojobs import services
+
+pytestmark = pytest.mark.django_db
+
+
+def register(name="w1", state="idle"):
+    services.register_worker(name=name, host="h", pid=1, world_size=2, topology={"ulysses_size": 1}, device="cpu", model="tiny")
+    services.update_worker(name=name, state=state)
+
+
+def test_health_is_503_with_a_reason_when_no_worker_is_ready(api):
+    response = api.get("/health")
+    assert response.status_code == 503
+    assert "no inference worker" in response.json()["reason"]
+
+
+def test_health_is_200_with_a_fresh_idle_worker(api):
+    register()
+    response = api.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert body["world_size"] == 2
+    for key in ("timestamp", "uptime", "rank", "config", "service", "resources"):
+        assert key in body
+
+
+def test_health_ignores_a_worker_whose_heartbeat_is_stale(api, settings):
+    from videojobs.models import InferenceWorker
+
+    register()
+    InferenceWorker.objects.update(heartbeat_at=timezone.now() - timedelta(seconds=settings.WORKER_STALE_SECONDS + 5))
+    assert api.get("/health").status_code == 503
+
+
+def test_loading_worker_is_not_ready(api):
+    register(state="loading")
+    assert api.get("/health").status_code == 503
+
+
+def test_metrics_has_the_original_shape(api, settings):
+    settings.MAX_CONCURRENT_TASKS = 5
+    make_job()
+    body = api.get("/metrics").json()
+    assert body["resources"] == {"concurrent_tasks": 1, "max_concurrent": 5, "available_slots": 4}
+    assert body["service"]["total_tasks"] == 1
+    assert set(body["config"]) == {"model", "business"}
+    assert body["config"]["business"]["task_timeout"] == settings.TASK_TIMEOUT
+    assert set(body["system"]) == {"rank", "world_size", "uptime"}
+    assert body["jobs"]["InQueue"] == 1
+
+
+def test_metrics_as_prometheus_text(api):
+    make_job()
+    response = api.get("/metrics?format=prometheus")
+    assert response["Content-Type"].startswith("text/plain")
+    assert 'videogen_jobs{status="InQueue"} 1' in response.content.decode()
+
+
+def test_docs_ui_and_schema_are_served_offline(client):
+    ui = client.get("/docs")
+    assert ui.status_code == 200
+    html = ui.content.decode()
+    assert "swagger" in html.lower()
+    assert "cdn" not in html.lower() and "//unpkg" not in html
+    schema = client.get("/docs/schema", HTTP_ACCEPT="application/json")
+    assert schema.status_code == 200
+    text = schema.content.decode()
+    for path in ("/video/submit", "/video/status", "/video/cancel", "/health", "/metrics"):
+        assert path in text
+
+
+def test_video_file_is_served_and_unknown_is_404(client, settings):
+    job = make_job()
+    settings.OUTPUT_DIR.mkdir(parents=True)
+    (settings.OUTPUT_DIR / f"{job.request_id}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    response = client.get(f"/videos/{job.request_id}.mp4")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "video/mp4"
+    assert client.get(f"/videos/{'0' * 32}.mp4").status_code == 404
+    assert client.get("/videos/..%2F..%2Fetc%2Fpasswd.mp4").status_code == 404
+
+
+def test_unknown_path_is_json_404(client):
+    response = client.get("/nope")
+    assert response.status_code == 404

@@ -1,0 +1,80 @@
+"""POST /video/status: the status document through a job's life."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_job, make_ready_job
+from videojobs import services
+
+pytestmark = pytest.mark.django_db
+
+URL = "/video/status"
+
+
+def status(api, request_id):
+    return api.post(URL, {"requestId": request_id}, format="json")
+
+
+def test_new_job_is_in_queue_with_its_position(api):
+    first = make_job()
+    second = make_job()
+    body = status(api, second.request_id).json()
+    assert body["status"] == "InQueue"
+    assert body["queue_position"] == 2
+    assert body["progress"] == 0.0
+    assert body["results"] is None and body["reason"] is None
+    assert body["phase"] == "preparing"
+    assert isinstance(body["created_at"], float) and isinstance(body["updated_at"], float)
+    assert status(api, first.request_id).json()["queue_position"] == 1
+
+
+def test_progress_rises_with_the_denoising_steps(api):
+    job = make_ready_job()
+    claimed = services.claim_next_job(worker="w1")
+    seen = []
+    for step in (1, 10, 20):
+        services.report_progress(job_id=claimed.pk, attempt=claimed.attempt, phase="denoising", step=step, total_steps=20)
+        body = status(api, job.request_id).json()
+        assert body["status"] == "InProgress" and body["queue_position"] is None
+        assert body["step"] == step and body["total_steps"] == 20
+        seen.append(body["progress"])
+    assert seen == sorted(seen) and seen[0] > 0 and seen[-1] < 1
+
+
+def test_succeeded_job_reports_results_with_video_url(api):
+    job = make_ready_job()
+    claimed = services.claim_next_job(worker="w1")
+    services.complete_job(
+        job_id=claimed.pk,
+        attempt=claimed.attempt,
+        result={"video_path": f"generated_videos/{job.request_id}.mp4", "frames": 25, "fps": 16},
+        timings={"denoising": 1.5},
+    )
+    body = status(api, job.request_id).json()
+    assert body["status"] == "Succeed"
+    assert body["progress"] == 1.0
+    assert body["results"]["video_url"] == f"/videos/{job.request_id}.mp4"
+    assert body["results"]["video_path"].endswith(f"{job.request_id}.mp4")
+    assert body["results"]["timings"] == {"denoising": 1.5}
+
+
+def test_failed_job_reports_reason_and_code(api):
+    job = make_job()
+    services.fail_input(job_id=job.pk, code="IMAGE_HTTP_ERROR", reason="image_url returned HTTP 404")
+    body = status(api, job.request_id).json()
+    assert body["status"] == "Failed"
+    assert body["reason"] == "image_url returned HTTP 404"
+    assert body["error_code"] == "IMAGE_HTTP_ERROR"
+
+
+@pytest.mark.parametrize("request_id", ["0" * 32, "not-an-id", "A" * 32, "../../etc/passwd"])
+def test_unknown_or_malformed_request_id_is_404(api, request_id):
+    response = status(api, request_id)
+    assert response.status_code == 404
+    assert response.json()["error"] == "NOT_FOUND"
+
+
+def test_missing_request_id_is_400(api):
+    response = api.post(URL, {}, format="json")
+    assert response.status_code == 400
+    assert "requestId" in response.json()["message"]

@@ -1,0 +1,95 @@
+"""One error shape for the whole API: {"error": CODE, "message": text}.
+
+Never a traceback or a server path: unexpected exceptions are logged with a reference that
+the response repeats, so an operator can find the log line.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.http import JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger("videojobs.api")
+
+
+def flatten_errors(detail, prefix: str = "") -> list[str]:
+    """{"num_frames": ["must be ..."]} -> ["num_frames: must be ..."]."""
+    if isinstance(detail, dict):
+        out: list[str] = []
+        for key, value in detail.items():
+            name = "" if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
+            out.extend(flatten_errors(value, name))
+        return out
+    if isinstance(detail, list):
+        return [m for item in detail for m in flatten_errors(item, prefix)]
+    return [f"{prefix}: {detail}" if prefix else str(detail)]
+
+
+def error_body(code: str, message: str, **extra) -> dict:
+    return {"error": code, "message": message, **extra}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        return Response(
+            error_body("VALIDATION_ERROR", "; ".join(flatten_errors(fields)), fields=fields),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, exceptions.ParseError):
+        return Response(error_body("INVALID_JSON", f"the request body is not valid JSON: {exc.detail}"), status=400)
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return Response(
+            error_body("UNSUPPORTED_MEDIA_TYPE", "send the request body as JSON with Content-Type: application/json"),
+            status=415,
+        )
+    if isinstance(exc, exceptions.MethodNotAllowed):
+        return Response(error_body("METHOD_NOT_ALLOWED", str(exc.detail)), status=405)
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        code = getattr(exc, "default_code", "error").upper()
+        return Response(error_body(code, str(getattr(exc, "detail", exc))), status=response.status_code)
+    ref = uuid.uuid4().hex[:12]
+    logger.exception("unhandled error (ref %s)", ref, exc_info=exc)
+    return Response(error_body("INTERNAL_ERROR", f"internal error (ref {ref})"), status=500)
+
+
+def handler404(request, exception=None):
+    return JsonResponse(error_body("NOT_FOUND", "no such endpoint"), status=404)
+
+
+def handler500(request):
+    return JsonResponse(error_body("INTERNAL_ERROR", "internal error"), status=500)
+
+
+def handler400(request, exception=None):
+    return JsonResponse(error_body("BAD_REQUEST", "bad request"), status=400)
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over DATA_UPLOAD_MAX_MEMORY_SIZE.
+
+    DRF's parsers read the request stream directly, so Django's own body limit never fires
+    for API views; the declared length is checked here before any view runs.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.conf import settings
+
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return JsonResponse(error_body("BAD_REQUEST", "invalid Content-Length"), status=400)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and length > limit:
+            return JsonResponse(
+                error_body("PAYLOAD_TOO_LARGE", f"the request body is {length} bytes; the limit is {limit}"), status=413
+            )
+        return self.get_response(request)

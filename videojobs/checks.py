@@ -1,0 +1,63 @@
+"""System checks for configuration that would otherwise fail later, at the first job."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+CKPT_PARTS = ("model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "image_encoder", "image_processor", "scheduler")
+
+
+@register()
+def check_output_dir(app_configs=None, **kwargs):
+    folder = Path(settings.OUTPUT_DIR)
+    probe = folder if folder.exists() else folder.parent
+    if not os.access(probe, os.W_OK):
+        return [Error(f"OUTPUT_DIR {folder} is not writable", id="videojobs.E001")]
+    return []
+
+
+@register()
+def check_model_dir(app_configs=None, **kwargs):
+    if not settings.MODEL_CKPT_DIR:
+        return []
+    folder = Path(settings.MODEL_CKPT_DIR)
+    if not folder.is_dir():
+        return [Error(f"MODEL_CKPT_DIR {folder} is not a folder", id="videojobs.E002")]
+    missing = [part for part in CKPT_PARTS if not (folder / part).exists()]
+    if missing:
+        return [
+            Error(
+                f"MODEL_CKPT_DIR {folder} is not a diffusers Wan I2V checkpoint: missing {', '.join(missing)}",
+                hint="Use the diffusers layout (e.g. Wan-AI/Wan2.1-I2V-14B-720P-Diffusers).",
+                id="videojobs.E002",
+            )
+        ]
+    return []
+
+
+@register()
+def check_lease_and_timeouts(app_configs=None, **kwargs):
+    errors = []
+    # rank 0 heartbeats every LEASE_SECONDS / 3; a shorter lease than the poll would flap.
+    if settings.LEASE_SECONDS < 3 * settings.DAEMON_POLL_SECONDS:
+        errors.append(
+            Error("LEASE_SECONDS must be at least 3 x DAEMON_POLL_SECONDS", id="videojobs.E003")
+        )
+    if settings.DIST_TIMEOUT_SECONDS < 4 * settings.DAEMON_IDLE_TICK_SECONDS:
+        errors.append(
+            Error("DIST_TIMEOUT_SECONDS must be at least 4 x DAEMON_IDLE_TICK_SECONDS", id="videojobs.E004")
+        )
+    return errors
+
+
+@register(deploy=True)
+def check_production_secrets(app_configs=None, **kwargs):
+    warnings = []
+    if settings.SECRET_KEY == settings.INSECURE_DEV_KEY:
+        warnings.append(Warning("SECRET_KEY is the development default; set DEV_MODE=false and SECRET_KEY", id="videojobs.W001"))
+    if settings.DEBUG:
+        warnings.append(Warning("DEBUG is on", id="videojobs.W002"))
+    return warnings

@@ -1,0 +1,133 @@
+"""The persistent job queue: one row per video job, one row per inference daemon.
+
+Rows change state only through ``videojobs.services``; the models carry no behaviour.
+"""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobStatus(models.TextChoices):
+    # The public status words of the original API contract, exactly.
+    IN_QUEUE = "InQueue", "InQueue"
+    IN_PROGRESS = "InProgress", "InProgress"
+    SUCCEED = "Succeed", "Succeed"
+    FAILED = "Failed", "Failed"
+    CANCELLED = "Cancelled", "Cancelled"
+
+
+UNFINISHED_STATUSES = (JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS)
+FINISHED_STATUSES = (JobStatus.SUCCEED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobPhase(models.TextChoices):
+    PREPARING = "preparing", "preparing input"
+    WAITING = "waiting", "waiting for a worker"
+    ENCODING = "encoding", "encoding"
+    DENOISING = "denoising", "denoising"
+    DECODING = "decoding", "decoding"
+    SAVING = "saving", "saving"
+    DONE = "done", "done"
+
+
+class VideoJob(models.Model):
+    request_id = models.CharField(max_length=32, unique=True, default=new_request_id, editable=False)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.IN_QUEUE)
+    phase = models.CharField(max_length=16, choices=JobPhase.choices, default=JobPhase.PREPARING)
+
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True, default="")
+    image_url = models.URLField(max_length=2048)
+    # The validated generation parameters (image_size, num_frames, guidance_scale, ...),
+    # as the submit serializer produced them, defaults filled in.
+    params = models.JSONField(default=dict)
+
+    input_image = models.CharField(max_length=255, blank=True, default="", help_text="path under MEDIA_ROOT")
+    input_sha256 = models.CharField(max_length=64, blank=True, default="")
+    input_ready_at = models.DateTimeField(null=True, blank=True)
+
+    owner = models.CharField(max_length=64, blank=True, default="")
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+
+    attempt = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=128, blank=True, default="")
+
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    timings = models.JSONField(default=dict, blank=True, help_text="seconds per phase")
+    result = models.JSONField(default=dict, blank=True)
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="videojob_unique_idempotency_key",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=[s.value for s in JobStatus]),
+                name="videojob_status_valid",
+            ),
+        ]
+        indexes = [
+            # The claim query: ready jobs in FIFO order.
+            models.Index(
+                fields=["created_at", "id"],
+                condition=models.Q(status="InQueue", input_ready_at__isnull=False),
+                name="videojob_claimable",
+            ),
+            models.Index(fields=["status", "lease_until"], name="videojob_status_lease"),
+            models.Index(fields=["status", "created_at"], name="videojob_status_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} ({self.status})"
+
+
+class WorkerState(models.TextChoices):
+    LOADING = "loading", "loading"
+    IDLE = "idle", "idle"
+    BUSY = "busy", "busy"
+    STOPPED = "stopped", "stopped"
+
+
+class InferenceWorker(models.Model):
+    """One inference daemon group (all its ranks), as rank 0 reports it."""
+
+    name = models.CharField(max_length=128, unique=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    world_size = models.PositiveIntegerField(default=1)
+    topology = models.JSONField(default=dict, blank=True)
+    device = models.CharField(max_length=64)
+    model = models.CharField(max_length=512)
+    state = models.CharField(max_length=16, choices=WorkerState.choices, default=WorkerState.LOADING)
+    current_job = models.ForeignKey(VideoJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    jobs_done = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField()
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"

@@ -1,0 +1,66 @@
+"""Generation parameter vocabulary shared by the API (no torch) and the daemon.
+
+Pure Python on purpose: the web process validates requests with these values and must
+never import torch.
+"""
+from __future__ import annotations
+
+SAMPLE_SOLVERS: tuple[str, ...] = ("unipc", "dpm++", "euler")
+
+# The sizes Wan2.1-I2V-14B-720P was trained for ("WIDTH*HEIGHT", as in the original API).
+SUPPORTED_IMAGE_SIZES: tuple[str, ...] = ("1280*720", "720*1280", "832*480", "480*832")
+
+# Original contract ranges.
+PROMPT_MIN_CHARS, PROMPT_MAX_CHARS = 10, 500
+NEGATIVE_PROMPT_MAX_CHARS = 500
+NUM_FRAMES_MIN, NUM_FRAMES_MAX, NUM_FRAMES_DEFAULT = 24, 120, 81
+GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_DEFAULT = 1.0, 20.0, 3.0
+STEPS_MIN, STEPS_MAX, STEPS_DEFAULT = 20, 100, 30
+SEED_MIN, SEED_MAX = 0, 2147483647
+SHIFT_MIN, SHIFT_MAX, SHIFT_DEFAULT = 0.0, 20.0, 5.0
+IMAGE_SIZE_DEFAULT = "1280*720"
+SOLVER_DEFAULT = "unipc"
+ATTENTIONCACHE_DEFAULTS = {"start_step": 12, "attentioncache_interval": 4, "end_step": 37}
+
+
+def parse_image_size(value: str) -> tuple[int, int]:
+    """"1280*720" -> (1280, 720), i.e. (width, height)."""
+    parts = value.split("*")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"image_size must look like WIDTH*HEIGHT, got {value!r}")
+    width, height = (int(p) for p in parts)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image_size must be positive, got {value!r}")
+    return width, height
+
+
+def is_valid_num_frames(n: int) -> bool:
+    # The Wan VAE compresses time by 4 and keeps the first frame: 4k+1 frames.
+    return n % 4 == 1
+
+
+def nearest_valid_num_frames(n: int) -> tuple[int, int]:
+    """The valid frame counts (4k+1) just below and just above ``n``."""
+    below = n - ((n - 1) % 4)
+    above = below + 4 if below != n else n
+    return below, above
+
+
+def valid_num_frames_in_range(n: int) -> list[int]:
+    """The valid frame counts nearest ``n`` that also lie inside the API range."""
+    below, above = nearest_valid_num_frames(n)
+    return [v for v in dict.fromkeys((below, above)) if NUM_FRAMES_MIN <= v <= NUM_FRAMES_MAX]
+
+
+# Wan2.1's default negative prompt (wan/configs/shared_config.py, sample_neg_prompt), used
+# when a request leaves negative_prompt empty. The model was tuned with this Chinese text, so
+# it is kept verbatim. Gloss: "garish colours, overexposed, static, blurry details, subtitles,
+# style, artwork, painting, picture, still, overall greyish, worst quality, low quality, JPEG
+# compression artefacts, ugly, mutilated, extra fingers, badly drawn hands, badly drawn faces,
+# deformed, disfigured, malformed limbs, fused fingers, motionless picture, cluttered
+# background, three legs, many people in the background, walking backwards".
+DEFAULT_NEGATIVE_PROMPT: str = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
+    "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)

@@ -1,0 +1,152 @@
+"""Every read the API, the admin and the sweeps make of jobs and workers."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count
+from django.utils import timezone
+
+from videojobs.models import UNFINISHED_STATUSES, InferenceWorker, JobPhase, JobStatus, VideoJob, WorkerState
+
+REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+# How much of the progress bar each phase covers: the denoising steps dominate the time.
+_PHASE_SPAN = {
+    JobPhase.ENCODING: (0.0, 0.05),
+    JobPhase.DENOISING: (0.05, 0.90),
+    JobPhase.DECODING: (0.90, 0.97),
+    JobPhase.SAVING: (0.97, 1.0),
+}
+
+
+def get_job(*, request_id: str) -> VideoJob:
+    """Raises VideoJob.DoesNotExist for an unknown or malformed id."""
+    if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
+        raise VideoJob.DoesNotExist(request_id)
+    return VideoJob.objects.get(request_id=request_id)
+
+
+def unfinished_count() -> int:
+    return VideoJob.objects.filter(status__in=UNFINISHED_STATUSES).count()
+
+
+def queue_position(*, job: VideoJob) -> int | None:
+    """1 for the next job a worker will claim; None once the job left the queue."""
+    if job.status != JobStatus.IN_QUEUE:
+        return None
+    ahead = VideoJob.objects.filter(status=JobStatus.IN_QUEUE, created_at__lt=job.created_at).count()
+    return ahead + 1
+
+
+def job_progress(*, job: VideoJob) -> float:
+    if job.status == JobStatus.SUCCEED:
+        return 1.0
+    if job.status != JobStatus.IN_PROGRESS and job.status != JobStatus.FAILED and job.status != JobStatus.CANCELLED:
+        return 0.0
+    span = _PHASE_SPAN.get(job.phase)
+    if span is None:
+        return 0.0
+    low, high = span
+    if job.phase == JobPhase.DENOISING and job.progress_total:
+        return round(low + (high - low) * job.progress_step / job.progress_total, 4)
+    return low
+
+
+def eta_seconds(*, job: VideoJob) -> float | None:
+    """Remaining time from the pace so far; None until a denoising step has finished."""
+    if job.status != JobStatus.IN_PROGRESS or not job.started_at or not job.progress_step or not job.progress_total:
+        return None
+    elapsed = (timezone.now() - job.started_at).total_seconds()
+    fraction = job_progress(job=job)
+    if fraction <= 0:
+        return None
+    return round(max(elapsed / fraction - elapsed, 0.0), 1)
+
+
+def ready_workers(*, now=None) -> list[InferenceWorker]:
+    now = now or timezone.now()
+    fresh = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    return list(
+        InferenceWorker.objects.filter(state__in=[WorkerState.IDLE, WorkerState.BUSY], heartbeat_at__gte=fresh)
+    )
+
+
+def worker_summary(*, now=None) -> dict[str, Any]:
+    now = now or timezone.now()
+    fresh = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    workers = []
+    for w in InferenceWorker.objects.exclude(state=WorkerState.STOPPED):
+        alive = w.heartbeat_at >= fresh
+        workers.append(
+            {
+                "name": w.name,
+                "host": w.host,
+                "pid": w.pid,
+                "state": w.state if alive else "stale",
+                "world_size": w.world_size,
+                "topology": w.topology,
+                "device": w.device,
+                "model": w.model,
+                "current_job": w.current_job.request_id if w.current_job_id else None,
+                "jobs_done": w.jobs_done,
+                "heartbeat_age_seconds": round((now - w.heartbeat_at).total_seconds(), 1),
+                "detail": w.detail,
+            }
+        )
+    return {"workers": workers, "ready": sum(1 for w in workers if w["state"] in ("idle", "busy"))}
+
+
+def status_counts() -> dict[str, int]:
+    counts = {s.value: 0 for s in JobStatus}
+    for row in VideoJob.objects.values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def _epoch(value) -> float | None:
+    return round(value.timestamp(), 3) if value else None
+
+
+def video_url_for(*, request_id: str) -> str:
+    return f"/videos/{request_id}.mp4"
+
+
+def status_document(*, job: VideoJob) -> dict[str, Any]:
+    """The /video/status body: the original fields first, then our extra detail."""
+    results = None
+    if job.status == JobStatus.SUCCEED and job.result:
+        results = {k: v for k, v in job.result.items() if k not in ("video_file",)}
+        results["video_url"] = video_url_for(request_id=job.request_id)
+    elif job.result:
+        # A stopped or failed job still reports what actually ran (topology, warnings).
+        results = {k: v for k, v in job.result.items() if k in ("topology", "warnings", "seed")} or None
+    if results is not None and job.timings:
+        results["timings"] = job.timings
+    return {
+        "requestId": job.request_id,
+        "status": job.status,
+        "reason": job.reason or None,
+        "error_code": job.error_code or None,
+        "results": results,
+        "queue_position": queue_position(job=job),
+        "progress": job_progress(job=job),
+        "phase": job.phase,
+        "step": job.progress_step,
+        "total_steps": job.progress_total,
+        "eta_seconds": eta_seconds(job=job),
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "cancel_requested": job.cancel_requested_at is not None,
+        "parameters": job.params,
+        "created_at": _epoch(job.created_at),
+        "updated_at": _epoch(job.updated_at),
+        "started_at": _epoch(job.started_at),
+        "finished_at": _epoch(job.finished_at),
+    }
+
+
+def is_cancel_requested(*, job_id: int) -> bool:
+    return VideoJob.objects.filter(pk=job_id, cancel_requested_at__isnull=False).exists()

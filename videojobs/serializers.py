@@ -1,0 +1,113 @@
+"""Request and response shapes of the public API. Validation only, no behaviour."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from rest_framework import serializers
+
+from videojobs import params as P
+
+
+def allowed_image_sizes() -> list[str]:
+    return list(dict.fromkeys([*P.SUPPORTED_IMAGE_SIZES, *settings.EXTRA_IMAGE_SIZES]))
+
+
+class SubmitSerializer(serializers.Serializer):
+    # Basic parameters (original contract).
+    prompt = serializers.CharField(min_length=P.PROMPT_MIN_CHARS, max_length=P.PROMPT_MAX_CHARS)
+    image_url = serializers.URLField(max_length=2048)
+    image_size = serializers.CharField(default=P.IMAGE_SIZE_DEFAULT, max_length=16)
+    num_frames = serializers.IntegerField(default=P.NUM_FRAMES_DEFAULT)
+    guidance_scale = serializers.FloatField(default=P.GUIDANCE_DEFAULT, min_value=P.GUIDANCE_MIN, max_value=P.GUIDANCE_MAX)
+    infer_steps = serializers.IntegerField(default=P.STEPS_DEFAULT, min_value=P.STEPS_MIN, max_value=P.STEPS_MAX)
+    seed = serializers.IntegerField(default=None, allow_null=True, min_value=P.SEED_MIN, max_value=P.SEED_MAX)
+    negative_prompt = serializers.CharField(
+        default=None, allow_null=True, allow_blank=True, max_length=P.NEGATIVE_PROMPT_MAX_CHARS
+    )
+    # Distributed parameters: how the original server was started. Accepted, compared with
+    # the topology of the worker that runs the job, reported in the status document.
+    vae_parallel = serializers.BooleanField(default=False)
+    ulysses_size = serializers.IntegerField(default=1, min_value=1, max_value=64)
+    dit_fsdp = serializers.BooleanField(default=False)
+    t5_fsdp = serializers.BooleanField(default=False)
+    cfg_size = serializers.IntegerField(default=1, min_value=1, max_value=2)
+    # Performance parameters.
+    use_attentioncache = serializers.BooleanField(default=False)
+    start_step = serializers.IntegerField(default=P.ATTENTIONCACHE_DEFAULTS["start_step"], min_value=0, max_value=P.STEPS_MAX)
+    attentioncache_interval = serializers.IntegerField(
+        default=P.ATTENTIONCACHE_DEFAULTS["attentioncache_interval"], min_value=1, max_value=P.STEPS_MAX
+    )
+    end_step = serializers.IntegerField(default=P.ATTENTIONCACHE_DEFAULTS["end_step"], min_value=0, max_value=P.STEPS_MAX)
+    sample_solver = serializers.ChoiceField(choices=P.SAMPLE_SOLVERS, default=P.SOLVER_DEFAULT)
+    sample_shift = serializers.FloatField(default=P.SHIFT_DEFAULT, min_value=P.SHIFT_MIN, max_value=P.SHIFT_MAX)
+
+    def validate_image_url(self, value: str) -> str:
+        if urlsplit(value).scheme.lower() not in ("http", "https"):
+            raise serializers.ValidationError("must be an http or https URL")
+        return value
+
+    def validate_image_size(self, value: str) -> str:
+        allowed = allowed_image_sizes()
+        if value not in allowed:
+            raise serializers.ValidationError(f"{value!r} is not supported; choose one of {', '.join(allowed)}")
+        return value
+
+    def validate_num_frames(self, value: int) -> int:
+        if not P.NUM_FRAMES_MIN <= value <= P.NUM_FRAMES_MAX:
+            raise serializers.ValidationError(
+                f"must be between {P.NUM_FRAMES_MIN} and {P.NUM_FRAMES_MAX} (got {value})"
+            )
+        if not P.is_valid_num_frames(value):
+            nearest = " or ".join(str(v) for v in P.valid_num_frames_in_range(value))
+            raise serializers.ValidationError(
+                f"must be of the form 4k+1 for the Wan model (got {value}); nearest valid values: {nearest}"
+            )
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["use_attentioncache"] and attrs["start_step"] > attrs["end_step"]:
+            raise serializers.ValidationError({"start_step": "must not be greater than end_step"})
+        return attrs
+
+
+class RequestIdSerializer(serializers.Serializer):
+    requestId = serializers.CharField(max_length=64)
+
+
+class SubmitResponseSerializer(serializers.Serializer):
+    requestId = serializers.CharField()
+
+
+class CancelResponseSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    requestId = serializers.CharField()
+    job_status = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    message = serializers.CharField()
+
+
+class StatusResponseSerializer(serializers.Serializer):
+    requestId = serializers.CharField()
+    status = serializers.ChoiceField(choices=["InQueue", "InProgress", "Succeed", "Failed", "Cancelled"])
+    reason = serializers.CharField(allow_null=True)
+    error_code = serializers.CharField(allow_null=True)
+    results = serializers.DictField(allow_null=True)
+    queue_position = serializers.IntegerField(allow_null=True)
+    progress = serializers.FloatField()
+    phase = serializers.CharField()
+    step = serializers.IntegerField()
+    total_steps = serializers.IntegerField()
+    eta_seconds = serializers.FloatField(allow_null=True)
+    attempt = serializers.IntegerField()
+    max_attempts = serializers.IntegerField()
+    cancel_requested = serializers.BooleanField()
+    parameters = serializers.DictField()
+    created_at = serializers.FloatField()
+    updated_at = serializers.FloatField()
+    started_at = serializers.FloatField(allow_null=True)
+    finished_at = serializers.FloatField(allow_null=True)

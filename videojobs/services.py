@@ -1,0 +1,542 @@
+"""Every write to a job or a worker row. The state machine of design section 3.
+
+Each transition is one guarded ``UPDATE ... WHERE status = ...``: a transition that lost a
+race updates nothing and reports it, so no interleaving can move a finished job. The
+daemon's writes are also fenced on (id, attempt, InProgress), so a zombie whose lease was
+rescued cannot overwrite the attempt that replaced it.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from videojobs.models import (
+    FINISHED_STATUSES,
+    UNFINISHED_STATUSES,
+    InferenceWorker,
+    JobPhase,
+    JobStatus,
+    VideoJob,
+    WorkerState,
+)
+
+logger = logging.getLogger(__name__)
+
+# The channel the daemon LISTENs on; prepare_input NOTIFYs it when a job becomes claimable.
+READY_CHANNEL = "videojobs_ready"
+# pg_advisory_xact_lock key serialising the admission gate (count + insert).
+_ADMISSION_LOCK_KEY = 0x56494430  # "VID0"
+
+
+class QueueFull(Exception):
+    def __init__(self, unfinished: int, limit: int) -> None:
+        super().__init__(f"{unfinished} unfinished jobs; the limit is {limit}")
+        self.unfinished = unfinished
+        self.limit = limit
+
+
+class JobAlreadyFinished(Exception):
+    def __init__(self, job: VideoJob) -> None:
+        super().__init__(f"job {job.request_id} already ended as {job.status}")
+        self.job = job
+
+
+# --- submit and input preparation -----------------------------------------------------
+
+
+@transaction.atomic
+def submit_job(
+    *,
+    prompt: str,
+    image_url: str,
+    params: dict[str, Any],
+    negative_prompt: str = "",
+    owner: str = "",
+    idempotency_key: str | None = None,
+) -> tuple[VideoJob, bool]:
+    """Admit a job (or return the one already submitted with this idempotency key).
+
+    Returns (job, created). Raises QueueFull once MAX_CONCURRENT_TASKS jobs are unfinished.
+    """
+    # 1. Serialise admissions so two concurrent submits cannot both pass the gate.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADMISSION_LOCK_KEY])
+    # 2. A retried submit with the same key gets the original job, even when the queue is full.
+    if idempotency_key:
+        existing = VideoJob.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    # 3. The admission gate.
+    unfinished = VideoJob.objects.filter(status__in=UNFINISHED_STATUSES).count()
+    if unfinished >= settings.MAX_CONCURRENT_TASKS:
+        raise QueueFull(unfinished, settings.MAX_CONCURRENT_TASKS)
+    # 4. Insert, then hand the input to django-q2 once the row is committed.
+    job = VideoJob.objects.create(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        image_url=image_url,
+        params=params,
+        owner=owner,
+        idempotency_key=idempotency_key or None,
+        max_attempts=settings.JOB_MAX_ATTEMPTS,
+        status=JobStatus.IN_QUEUE,
+        phase=JobPhase.PREPARING,
+    )
+    transaction.on_commit(lambda: _enqueue_prepare_input(job.pk))
+    return job, True
+
+
+def _enqueue_prepare_input(job_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("videojobs.tasks.prepare_input", job_id, task_name=f"prepare_input-{job_id}")
+
+
+def prepare_job_input(*, job_id: int) -> VideoJob | None:
+    """Fetch, check and store the job's image, then make the job claimable.
+
+    Network I/O happens outside any transaction; the state change is one guarded update.
+    Returns the job, or None when it no longer needs an input (cancelled, already ready).
+    """
+    from videojobs.image_input import FetchPolicy, ImageInputError, fetch_image_bytes, normalize_image, parse_networks
+
+    job = VideoJob.objects.filter(pk=job_id, status=JobStatus.IN_QUEUE, input_ready_at__isnull=True).first()
+    if job is None:
+        return None
+    policy = FetchPolicy(
+        max_bytes=settings.IMAGE_MAX_BYTES,
+        connect_timeout=settings.IMAGE_CONNECT_TIMEOUT,
+        total_timeout=settings.IMAGE_TOTAL_TIMEOUT,
+        allowed_networks=parse_networks(",".join(settings.IMAGE_URL_ALLOWED_NETWORKS)),
+    )
+    # 1. Download and decode; a user-facing reason on any failure.
+    try:
+        data = fetch_image_bytes(job.image_url, policy=policy)
+        image = normalize_image(data, max_pixels=settings.IMAGE_MAX_PIXELS)
+    except ImageInputError as exc:
+        fail_input(job_id=job.pk, code=exc.code, reason=exc.reason)
+        return VideoJob.objects.get(pk=job.pk)
+    # 2. Store the normalised copy under a name that is unique per job.
+    relative = Path("inputs") / f"{job.request_id}.png"
+    target = Path(settings.MEDIA_ROOT) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".png.tmp")
+    tmp.write_bytes(image.data)
+    tmp.replace(target)
+    # 3. Make it claimable, or drop the file when the job was cancelled meanwhile.
+    if not mark_input_ready(job_id=job.pk, image_path=str(relative), sha256=image.sha256):
+        target.unlink(missing_ok=True)
+        return None
+    return VideoJob.objects.get(pk=job.pk)
+
+
+@transaction.atomic
+def mark_input_ready(*, job_id: int, image_path: str, sha256: str) -> bool:
+    now = timezone.now()
+    updated = VideoJob.objects.filter(pk=job_id, status=JobStatus.IN_QUEUE, input_ready_at__isnull=True).update(
+        input_image=image_path,
+        input_sha256=sha256,
+        input_ready_at=now,
+        phase=JobPhase.WAITING,
+        updated_at=now,
+    )
+    if updated:
+        # Delivered at commit: the daemon wakes only once the row is visible.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, str(job_id)])
+    return bool(updated)
+
+
+@transaction.atomic
+def fail_input(*, job_id: int, code: str, reason: str) -> bool:
+    now = timezone.now()
+    return bool(
+        VideoJob.objects.filter(pk=job_id, status=JobStatus.IN_QUEUE).update(
+            status=JobStatus.FAILED,
+            error_code=code,
+            reason=reason,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+
+
+# --- the daemon's side: claim, heartbeat, progress, completion -----------------------
+
+
+@transaction.atomic
+def claim_next_job(*, worker: str, lease_seconds: int | None = None) -> VideoJob | None:
+    """Claim the oldest ready job: one transaction, FOR UPDATE SKIP LOCKED, attempt += 1."""
+    lease = lease_seconds if lease_seconds is not None else settings.LEASE_SECONDS
+    job = (
+        VideoJob.objects.select_for_update(skip_locked=True)
+        .filter(status=JobStatus.IN_QUEUE, input_ready_at__isnull=False, cancel_requested_at__isnull=True)
+        .order_by("created_at", "id")
+        .first()
+    )
+    if job is None:
+        return None
+    now = timezone.now()
+    VideoJob.objects.filter(pk=job.pk, status=JobStatus.IN_QUEUE).update(
+        status=JobStatus.IN_PROGRESS,
+        phase=JobPhase.ENCODING,
+        attempt=F("attempt") + 1,
+        lease_until=now + timedelta(seconds=lease),
+        worker=worker,
+        started_at=now,
+        progress_step=0,
+        progress_total=0,
+        updated_at=now,
+    )
+    job.refresh_from_db()
+    return job
+
+
+def _fenced(job_id: int, attempt: int):
+    return VideoJob.objects.filter(pk=job_id, attempt=attempt, status=JobStatus.IN_PROGRESS)
+
+
+@transaction.atomic
+def heartbeat(*, job_id: int, attempt: int, lease_seconds: int | None = None) -> bool:
+    """Extend the lease. False means the job is no longer this attempt's: stop working on it."""
+    lease = lease_seconds if lease_seconds is not None else settings.LEASE_SECONDS
+    now = timezone.now()
+    return bool(_fenced(job_id, attempt).update(lease_until=now + timedelta(seconds=lease), updated_at=now))
+
+
+@transaction.atomic
+def report_progress(*, job_id: int, attempt: int, phase: str, step: int | None = None, total_steps: int | None = None) -> bool:
+    if phase not in JobPhase.values:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(JobPhase.values)}")
+    changes: dict[str, Any] = {"phase": phase, "updated_at": timezone.now()}
+    if step is not None:
+        changes["progress_step"] = step
+    if total_steps is not None:
+        changes["progress_total"] = total_steps
+    return bool(_fenced(job_id, attempt).update(**changes))
+
+
+@transaction.atomic
+def complete_job(*, job_id: int, attempt: int, result: dict[str, Any], timings: dict[str, float]) -> bool:
+    now = timezone.now()
+    return bool(
+        _fenced(job_id, attempt).update(
+            status=JobStatus.SUCCEED,
+            phase=JobPhase.DONE,
+            result=result,
+            timings=timings,
+            progress_step=F("progress_total"),
+            lease_until=None,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+
+
+@transaction.atomic
+def fail_job(*, job_id: int, attempt: int, code: str, reason: str, timings: dict[str, float] | None = None) -> bool:
+    now = timezone.now()
+    changes: dict[str, Any] = {
+        "status": JobStatus.FAILED,
+        "error_code": code,
+        "reason": reason,
+        "lease_until": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
+    if timings is not None:
+        changes["timings"] = timings
+    return bool(_fenced(job_id, attempt).update(**changes))
+
+
+@transaction.atomic
+def finish_cancelled_job(*, job_id: int, attempt: int, timings: dict[str, float] | None = None) -> bool:
+    """The daemon stopped a running job because its cancel was requested."""
+    now = timezone.now()
+    changes: dict[str, Any] = {
+        "status": JobStatus.CANCELLED,
+        "reason": "cancelled by request",
+        "lease_until": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
+    if timings is not None:
+        changes["timings"] = timings
+    return bool(_fenced(job_id, attempt).filter(cancel_requested_at__isnull=False).update(**changes))
+
+
+@transaction.atomic
+def release_job(*, job_id: int, attempt: int) -> bool:
+    """The daemon gives a running job back (it is shutting down): InQueue, attempt not charged."""
+    now = timezone.now()
+    released = _fenced(job_id, attempt).update(
+        status=JobStatus.IN_QUEUE,
+        phase=JobPhase.WAITING,
+        max_attempts=F("max_attempts") + 1,
+        lease_until=None,
+        worker="",
+        progress_step=0,
+        progress_total=0,
+        updated_at=now,
+    )
+    if released:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, str(job_id)])
+    return bool(released)
+
+
+# --- cancel ---------------------------------------------------------------------------
+
+
+@transaction.atomic
+def request_cancel(*, request_id: str) -> VideoJob:
+    """InQueue -> Cancelled at once; InProgress -> cancel requested (the daemon stops it).
+
+    Cancelling a cancelled job is a no-op; a job that already succeeded or failed raises
+    JobAlreadyFinished. Raises VideoJob.DoesNotExist for an unknown id.
+    """
+    now = timezone.now()
+    job = VideoJob.objects.select_for_update().get(request_id=request_id)
+    if job.status == JobStatus.IN_QUEUE:
+        VideoJob.objects.filter(pk=job.pk, status=JobStatus.IN_QUEUE).update(
+            status=JobStatus.CANCELLED,
+            cancel_requested_at=now,
+            reason="cancelled by request",
+            finished_at=now,
+            updated_at=now,
+        )
+    elif job.status == JobStatus.IN_PROGRESS:
+        VideoJob.objects.filter(
+            pk=job.pk, status=JobStatus.IN_PROGRESS, cancel_requested_at__isnull=True
+        ).update(cancel_requested_at=now, updated_at=now)
+    elif job.status in (JobStatus.SUCCEED, JobStatus.FAILED):
+        raise JobAlreadyFinished(job)
+    job.refresh_from_db()
+    return job
+
+
+@transaction.atomic
+def requeue_job(*, job_id: int) -> bool:
+    """Operator action: put a Failed or Cancelled job back in the queue with fresh attempts."""
+    now = timezone.now()
+    job = VideoJob.objects.select_for_update().filter(pk=job_id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]).first()
+    if job is None:
+        return False
+    input_ready = bool(job.input_image) and job.input_ready_at is not None
+    VideoJob.objects.filter(pk=job.pk, status=job.status).update(
+        status=JobStatus.IN_QUEUE,
+        phase=JobPhase.WAITING if input_ready else JobPhase.PREPARING,
+        input_ready_at=job.input_ready_at if input_ready else None,
+        max_attempts=F("attempt") + settings.JOB_MAX_ATTEMPTS,
+        cancel_requested_at=None,
+        lease_until=None,
+        worker="",
+        progress_step=0,
+        progress_total=0,
+        error_code="",
+        reason="",
+        result={},
+        timings={},
+        finished_at=None,
+        updated_at=now,
+    )
+    if input_ready:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, str(job.pk)])
+    else:
+        transaction.on_commit(lambda: _enqueue_prepare_input(job.pk))
+    return True
+
+
+# --- sweeps ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RescueReport:
+    requeued: int
+    failed: int
+    cancelled: int
+
+
+@transaction.atomic
+def rescue_expired_leases(*, now: datetime | None = None) -> RescueReport:
+    """Jobs whose daemon stopped heartbeating: back to InQueue, or ended once attempts are spent."""
+    now = now or timezone.now()
+    expired = list(
+        VideoJob.objects.select_for_update(skip_locked=True).filter(
+            status=JobStatus.IN_PROGRESS, lease_until__lt=now
+        )
+    )
+    requeued = failed = cancelled = 0
+    for job in expired:
+        guarded = VideoJob.objects.filter(pk=job.pk, status=JobStatus.IN_PROGRESS, attempt=job.attempt)
+        if job.cancel_requested_at is not None:
+            cancelled += guarded.update(
+                status=JobStatus.CANCELLED, reason="cancelled by request", lease_until=None, finished_at=now, updated_at=now
+            )
+        elif job.attempt >= job.max_attempts:
+            failed += guarded.update(
+                status=JobStatus.FAILED,
+                error_code="WORKER_LOST",
+                reason=f"the inference worker stopped responding on each of {job.attempt} attempts",
+                lease_until=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        else:
+            requeued += guarded.update(
+                status=JobStatus.IN_QUEUE,
+                phase=JobPhase.WAITING,
+                lease_until=None,
+                worker="",
+                progress_step=0,
+                progress_total=0,
+                updated_at=now,
+            )
+    if requeued:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, "rescued"])
+    if expired:
+        logger.warning("lease rescue: %d requeued, %d failed, %d cancelled", requeued, failed, cancelled)
+    return RescueReport(requeued=requeued, failed=failed, cancelled=cancelled)
+
+
+@transaction.atomic
+def fail_timed_out_jobs(*, now: datetime | None = None, grace_seconds: int = 60) -> int:
+    """Backstop for TASK_TIMEOUT when a daemon cannot stop a job itself.
+
+    The daemon stops a job at the step after TASK_TIMEOUT; this sweep ends jobs that ran
+    past TASK_TIMEOUT plus a grace period anyway. The daemon's fenced writes then fail and
+    it drops the job.
+    """
+    now = now or timezone.now()
+    deadline = now - timedelta(seconds=settings.TASK_TIMEOUT + grace_seconds)
+    return VideoJob.objects.filter(status=JobStatus.IN_PROGRESS, started_at__lt=deadline).update(
+        status=JobStatus.FAILED,
+        error_code="TIMEOUT",
+        reason=f"the job ran longer than TASK_TIMEOUT ({settings.TASK_TIMEOUT} s)",
+        lease_until=None,
+        finished_at=now,
+        updated_at=now,
+    )
+
+
+def requeue_stale_inputs(*, older_than_seconds: int = 600) -> int:
+    """Re-enqueue prepare_input for jobs whose input task was lost (e.g. qcluster killed)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    stale = list(
+        VideoJob.objects.filter(
+            status=JobStatus.IN_QUEUE, input_ready_at__isnull=True, updated_at__lt=cutoff
+        ).values_list("pk", flat=True)
+    )
+    for job_id in stale:
+        VideoJob.objects.filter(pk=job_id).update(updated_at=timezone.now())
+        _enqueue_prepare_input(job_id)
+    return len(stale)
+
+
+# --- the worker registry --------------------------------------------------------------
+
+
+@transaction.atomic
+def register_worker(
+    *, name: str, host: str, pid: int, world_size: int, topology: dict[str, Any], device: str, model: str
+) -> InferenceWorker:
+    now = timezone.now()
+    worker, _ = InferenceWorker.objects.update_or_create(
+        name=name,
+        defaults={
+            "host": host,
+            "pid": pid,
+            "world_size": world_size,
+            "topology": topology,
+            "device": device,
+            "model": model,
+            "state": WorkerState.LOADING,
+            "current_job": None,
+            "heartbeat_at": now,
+            "detail": "",
+        },
+    )
+    return worker
+
+
+@transaction.atomic
+def update_worker(*, name: str, state: str, current_job_id: int | None = None, detail: str = "", job_done: bool = False) -> None:
+    if state not in WorkerState.values:
+        raise ValueError(f"unknown worker state {state!r}")
+    changes: dict[str, Any] = {
+        "state": state,
+        "current_job_id": current_job_id,
+        "heartbeat_at": timezone.now(),
+        "detail": detail,
+    }
+    if job_done:
+        changes["jobs_done"] = F("jobs_done") + 1
+    InferenceWorker.objects.filter(name=name).update(**changes)
+
+
+@transaction.atomic
+def worker_heartbeat(*, name: str) -> None:
+    InferenceWorker.objects.filter(name=name).update(heartbeat_at=timezone.now())
+
+
+@transaction.atomic
+def purge_finished_jobs(*, older_than_days: int) -> int:
+    """History sweep: delete finished jobs older than the retention period (files too)."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = VideoJob.objects.filter(status__in=FINISHED_STATUSES, finished_at__lt=cutoff)
+    for job in old.only("input_image", "result"):
+        _delete_job_files(job)
+    deleted, _ = old.delete()
+    return deleted
+
+
+def _delete_job_files(job: VideoJob) -> None:
+    if job.input_image:
+        (Path(settings.MEDIA_ROOT) / job.input_image).unlink(missing_ok=True)
+    video = (job.result or {}).get("video_file")
+    if video:
+        (Path(settings.OUTPUT_DIR) / video).unlink(missing_ok=True)
+
+
+def enforce_output_quota(*, max_bytes: int | None = None) -> int:
+    """Disk quota sweep: delete the oldest finished videos until OUTPUT_DIR fits its quota."""
+    limit = max_bytes if max_bytes is not None else int(settings.MAX_OUTPUT_DIR_SIZE_GB * 1024**3)
+    folder = Path(settings.OUTPUT_DIR)
+    if not folder.exists():
+        return 0
+    files = sorted((p for p in folder.glob("*.mp4") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in files)
+    removed = 0
+    running = set(
+        VideoJob.objects.filter(status__in=UNFINISHED_STATUSES).values_list("request_id", flat=True)
+    )
+    for path in files:
+        if total <= limit:
+            break
+        if path.stem in running:
+            continue
+        size = path.stat().st_size
+        path.unlink(missing_ok=True)
+        total -= size
+        removed += 1
+        VideoJob.objects.filter(request_id=path.stem).update(
+            result=_expired_result(path.stem), updated_at=timezone.now()
+        )
+    return removed
+
+
+def _expired_result(request_id: str) -> dict[str, Any]:
+    job = VideoJob.objects.filter(request_id=request_id).only("result").first()
+    result = dict(job.result) if job else {}
+    result["expired"] = True
+    return result

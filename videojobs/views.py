@@ -1,0 +1,222 @@
+"""HTTP endpoints: validate with a serializer, call one service or selector, shape the output."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+from django.http import FileResponse, Http404, HttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from videojobs import selectors, services
+from videojobs.api_errors import error_body
+from videojobs.models import VideoJob
+from videojobs.serializers import (
+    CancelResponseSerializer,
+    ErrorSerializer,
+    RequestIdSerializer,
+    StatusResponseSerializer,
+    SubmitResponseSerializer,
+    SubmitSerializer,
+)
+
+STARTED_AT = time.time()
+_NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="unknown requestId")}
+
+
+def _not_found(request_id: str) -> Response:
+    return Response(error_body("NOT_FOUND", f"no job with requestId {request_id!r}"), status=404)
+
+
+class SubmitView(APIView):
+    @extend_schema(
+        request=SubmitSerializer,
+        responses={
+            202: SubmitResponseSerializer,
+            400: ErrorSerializer,
+            429: OpenApiResponse(ErrorSerializer, description="MAX_CONCURRENT_TASKS jobs are unfinished"),
+        },
+        summary="Submit an image-to-video job",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = SubmitSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        prompt = data.pop("prompt")
+        image_url = data.pop("image_url")
+        negative_prompt = data.pop("negative_prompt") or ""
+        try:
+            job, _ = services.submit_job(
+                prompt=prompt,
+                image_url=image_url,
+                negative_prompt=negative_prompt,
+                params=data,
+                idempotency_key=request.headers.get("Idempotency-Key") or None,
+            )
+        except services.QueueFull as full:
+            response = Response(
+                error_body(
+                    "QUEUE_FULL",
+                    f"the server is busy ({full.unfinished} unfinished jobs, limit {full.limit}); retry later",
+                    detail="服务器繁忙，请稍后重试",
+                ),
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+            )
+            response["Retry-After"] = str(settings.RETRY_AFTER_SECONDS)
+            return response
+        return Response({"requestId": job.request_id}, status=status.HTTP_202_ACCEPTED)
+
+
+class StatusView(APIView):
+    @extend_schema(request=RequestIdSerializer, responses={200: StatusResponseSerializer, **_NOT_FOUND}, summary="Job status")
+    def post(self, request: Request) -> Response:
+        serializer = RequestIdSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        request_id = serializer.validated_data["requestId"]
+        try:
+            job = selectors.get_job(request_id=request_id)
+        except VideoJob.DoesNotExist:
+            return _not_found(request_id)
+        return Response(selectors.status_document(job=job))
+
+
+class CancelView(APIView):
+    @extend_schema(
+        request=RequestIdSerializer,
+        responses={200: CancelResponseSerializer, 409: ErrorSerializer, **_NOT_FOUND},
+        summary="Cancel a job",
+        description="A queued job is cancelled at once; a running job stops at its next denoising step "
+        "on every rank (job_status stays InProgress until then).",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RequestIdSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        request_id = serializer.validated_data["requestId"]
+        try:
+            selectors.get_job(request_id=request_id)
+            job = services.request_cancel(request_id=request_id)
+        except VideoJob.DoesNotExist:
+            return _not_found(request_id)
+        except services.JobAlreadyFinished as finished:
+            return Response(
+                error_body("ALREADY_FINISHED", f"the job already ended as {finished.job.status}"), status=409
+            )
+        message = "cancelled" if job.status == "Cancelled" else "cancel requested; the job stops at its next step"
+        return Response(
+            {"status": "Cancelled", "requestId": job.request_id, "job_status": job.status, "message": message}
+        )
+
+
+def _service_block() -> dict:
+    unfinished = selectors.unfinished_count()
+    workers = selectors.worker_summary()
+    world = max((w["world_size"] for w in workers["workers"]), default=0)
+    counts = selectors.status_counts()
+    return {
+        "service": {"total_tasks": sum(counts.values()), "pipeline_world_size": world, "pipeline_rank": 0},
+        "resources": {
+            "concurrent_tasks": unfinished,
+            "max_concurrent": settings.MAX_CONCURRENT_TASKS,
+            "available_slots": max(settings.MAX_CONCURRENT_TASKS - unfinished, 0),
+        },
+        "jobs": counts,
+        "workers": workers,
+    }
+
+
+class HealthView(APIView):
+    @extend_schema(responses={200: dict, 503: dict}, summary="Readiness: 503 when no inference worker is ready")
+    def get(self, request: Request) -> Response:
+        now = time.time()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            block = _service_block()
+        except Exception:  # noqa: BLE001 - any database failure makes the service unhealthy
+            return Response(
+                {"status": "unhealthy", "reason": "database unreachable", "timestamp": now}, status=503
+            )
+        ready = block["workers"]["ready"]
+        body = {
+            "status": "healthy" if ready else "unhealthy",
+            "reason": None if ready else "no inference worker is ready (none registered, loading, or stale)",
+            "timestamp": round(now, 3),
+            "uptime": round(now - STARTED_AT, 1),
+            "rank": 0,
+            "world_size": block["service"]["pipeline_world_size"],
+            "config": {
+                "t5_cpu": settings.T5_CPU,
+                "dit_fsdp": settings.DIT_FSDP,
+                "vae_parallel": settings.VAE_PARALLEL,
+                "max_concurrent": settings.MAX_CONCURRENT_TASKS,
+                "task_timeout": settings.TASK_TIMEOUT,
+            },
+            **block,
+        }
+        return Response(body, status=200 if ready else 503)
+
+
+class MetricsView(APIView):
+    @extend_schema(
+        responses={200: dict},
+        summary="Metrics as JSON (original shape), or Prometheus text with ?format=prometheus",
+    )
+    def get(self, request: Request) -> Response | HttpResponse:
+        now = time.time()
+        block = _service_block()
+        body = {
+            "timestamp": round(now, 3),
+            **block,
+            "config": {
+                "model": {
+                    "t5_cpu": settings.T5_CPU,
+                    "dit_fsdp": settings.DIT_FSDP,
+                    "vae_parallel": settings.VAE_PARALLEL,
+                    "ulysses_size": settings.ULYSSES_SIZE,
+                },
+                "business": {
+                    "max_concurrent_tasks": settings.MAX_CONCURRENT_TASKS,
+                    "task_timeout": settings.TASK_TIMEOUT,
+                },
+            },
+            "system": {"rank": 0, "world_size": block["service"]["pipeline_world_size"], "uptime": round(now - STARTED_AT, 1)},
+        }
+        wants_text = request.query_params.get("format") == "prometheus" or "text/plain" in request.headers.get(
+            "Accept", ""
+        )
+        if wants_text:
+            return HttpResponse(_prometheus(body), content_type="text/plain; version=0.0.4")
+        return Response(body)
+
+
+def _prometheus(body: dict) -> str:
+    lines = [
+        "# HELP videogen_jobs Jobs by status.",
+        "# TYPE videogen_jobs gauge",
+        *(f'videogen_jobs{{status="{s}"}} {n}' for s, n in body["jobs"].items()),
+        "# HELP videogen_queue_slots_available Submissions still admitted before 429.",
+        "# TYPE videogen_queue_slots_available gauge",
+        f"videogen_queue_slots_available {body['resources']['available_slots']}",
+        "# HELP videogen_workers_ready Inference daemons idle or busy with a fresh heartbeat.",
+        "# TYPE videogen_workers_ready gauge",
+        f"videogen_workers_ready {body['workers']['ready']}",
+        "# HELP videogen_uptime_seconds Web process uptime.",
+        "# TYPE videogen_uptime_seconds counter",
+        f"videogen_uptime_seconds {body['system']['uptime']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def video_file(request, request_id: str):
+    """GET /videos/<requestId>.mp4 (the file a finished job wrote)."""
+    if not selectors.REQUEST_ID_RE.match(request_id):
+        raise Http404("no such video")
+    path = Path(settings.OUTPUT_DIR) / f"{request_id}.mp4"
+    if not path.is_file():
+        raise Http404("no such video")
+    return FileResponse(path.open("rb"), content_type="video/mp4", filename=path.name)
