@@ -91,7 +91,9 @@ def _make_spec(kind: str, local_rank: int) -> DeviceSpec:
         return DeviceSpec(kind="cpu", index=0, dist_backend=_DIST_BACKENDS["cpu"])
     count = _device_count(kind)
     if local_rank >= count:
-        raise RuntimeError(f"local rank {local_rank} needs {kind}:{local_rank} but only {count} {kind} device(s) are visible")
+        raise RuntimeError(
+            f"local rank {local_rank} needs {kind}:{local_rank} but only {count} {kind} device(s) are visible"
+        )
     return DeviceSpec(kind=kind, index=local_rank, dist_backend=_DIST_BACKENDS[kind])
 
 
@@ -196,5 +198,7 @@ def configure_attention(transformer: torch.nn.Module, spec: DeviceSpec) -> None:
         return
     set_backend = getattr(transformer, "set_attention_backend", None)
     if set_backend is None:
-        raise TypeError(f"{type(transformer).__name__} has no set_attention_backend(); cannot select the NPU attention kernel")
+        raise TypeError(
+            f"{type(transformer).__name__} has no set_attention_backend(); cannot select the NPU attention kernel"
+        )
     set_backend(_NPU_ATTENTION_BACKEND)

@@ -73,9 +73,9 @@ def validate_request(request: GenerationRequest) -> None:
         if value <= 0 or value % SIZE_MULTIPLE != 0:
             raise ValueError(f"{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}")
     if request.num_frames < 1 or request.num_frames % TEMPORAL_STRIDE != 1:
-        below = request.num_frames - (request.num_frames - 1) % TEMPORAL_STRIDE
+        below = max(1, request.num_frames - (request.num_frames - 1) % TEMPORAL_STRIDE)
         raise ValueError(
-            f"num_frames must be 4k+1 (e.g. {max(below, 1)} or {max(below, 1) + TEMPORAL_STRIDE}), got {request.num_frames}"
+            f"num_frames must be 4k+1 (e.g. {below} or {below + TEMPORAL_STRIDE}), got {request.num_frames}"
         )
     if request.infer_steps < 1:
         raise ValueError(f"infer_steps must be >= 1, got {request.infer_steps}")
@@ -144,6 +144,8 @@ def make_scheduler(base_config: Mapping[str, Any], solver: str, shift: float) ->
             final_sigmas_type="zero",
         )
     if solver == "euler":
+        # Same shift formula, but diffusers spaces these sigmas from 1 down to about 1/1000
+        # (shifted) rather than Wan's 1 .. 1/steps, so its last step starts nearer zero.
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=shift)
     raise ValueError(f"unknown sample solver {solver!r}; allowed values: {', '.join(SAMPLE_SOLVERS)}")
 
@@ -158,10 +160,14 @@ class _Embeddings:
     image: torch.Tensor  # (1, image_tokens, image_dim)
 
 
-def _encode(pipe: WanImageToVideoPipeline, request: GenerationRequest, condition: PIL.Image.Image, device: DeviceSpec) -> _Embeddings:
+def _encode(
+    pipe: WanImageToVideoPipeline, request: GenerationRequest, condition: PIL.Image.Image, device: DeviceSpec
+) -> _Embeddings:
     # 1. Text. The negative prompt only matters under classifier-free guidance (scale > 1).
     use_cfg = request.guidance_scale > 1.0
-    negative_text = request.negative_prompt if request.negative_prompt and request.negative_prompt.strip() else DEFAULT_NEGATIVE_PROMPT
+    negative_text = request.negative_prompt or ""
+    if not negative_text.strip():
+        negative_text = DEFAULT_NEGATIVE_PROMPT
     prompt_embeds, negative_embeds = pipe.encode_prompt(
         prompt=request.prompt,
         negative_prompt=negative_text if use_cfg else None,
@@ -219,8 +225,10 @@ def _decode(pipe: WanImageToVideoPipeline, latents: torch.Tensor) -> np.ndarray:
     # 1. Undo the latent normalisation the DiT works in, in the VAE's dtype and in the same
     # form as the pipeline (divide by the reciprocal std), so results match it bit for bit.
     latents = latents.to(device=vae.device, dtype=vae.dtype)  # (1, z, T, h, w)
-    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
+    mean = mean.to(latents.device, latents.dtype)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
+    inv_std = inv_std.to(latents.device, latents.dtype)
     latents = latents / inv_std + mean
 
     # 2. Decode to pixels in [-1, 1], then to floats in [0, 1].

@@ -155,7 +155,8 @@ def test_missing_weights_are_named_in_the_error(ckpt_copy: Path) -> None:
 def test_missing_shard_of_a_sharded_model_is_named_in_the_error(ckpt_copy: Path) -> None:
     # 1. Turn the transformer into a two-shard checkpoint whose second shard never arrived.
     folder = ckpt_copy / "transformer"
-    (folder / "diffusion_pytorch_model.safetensors").rename(folder / "diffusion_pytorch_model-00001-of-00002.safetensors")
+    first_shard = folder / "diffusion_pytorch_model-00001-of-00002.safetensors"
+    (folder / "diffusion_pytorch_model.safetensors").rename(first_shard)
     index = {
         "metadata": {},
         "weight_map": {
@@ -215,7 +216,8 @@ def test_tiny_checkpoint_is_deterministic_for_a_seed(tiny_ckpt: Path, tmp_path: 
 def test_tiny_checkpoint_has_the_diffusers_layout_and_stays_small(tiny_ckpt: Path) -> None:
     index = json.loads((tiny_ckpt / "model_index.json").read_text())
     assert index["_class_name"] == "WanImageToVideoPipeline"
-    for component in ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder", "image_processor", "scheduler"):
+    components = ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder", "image_processor", "scheduler")
+    for component in components:
         assert (tiny_ckpt / component).is_dir(), component
     assert not list(tiny_ckpt.rglob("*.bin")), "weights must be safetensors"
     total = sum(p.stat().st_size for p in tiny_ckpt.rglob("*") if p.is_file())

@@ -581,13 +581,15 @@ def fetch_image_bytes(
     url: str,
     *,
     policy: FetchPolicy,
-    resolver: Callable = socket.getaddrinfo,
+    resolver: Callable | None = None,
 ) -> bytes:
     """Download ``url`` under ``policy`` and return the body.
 
     ``resolver`` has the signature of :func:`socket.getaddrinfo` (called as
-    ``resolver(host, port, 0, socket.SOCK_STREAM)``).  Raises :class:`ImageInputError`.
+    ``resolver(host, port, 0, socket.SOCK_STREAM)``); None means ``socket.getaddrinfo``,
+    looked up at call time.  Raises :class:`ImageInputError`.
     """
+    resolver = resolver or socket.getaddrinfo
     deadline = _Deadline(policy.total_timeout)
     try:
         current = url
