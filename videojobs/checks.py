@@ -12,10 +12,13 @@ CKPT_PARTS = ("model_index.json", "transformer", "vae", "text_encoder", "tokeniz
 
 @register()
 def check_output_dir(app_configs=None, **kwargs):
+    """OUTPUT_DIR must be a writable folder, or creatable under its nearest existing ancestor."""
     folder = Path(settings.OUTPUT_DIR)
-    probe = folder if folder.exists() else folder.parent
-    if not os.access(probe, os.W_OK):
-        return [Error(f"OUTPUT_DIR {folder} is not writable", id="videojobs.E001")]
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        return [Error(f"OUTPUT_DIR {folder} is not a writable folder (checked {probe})", id="videojobs.E001")]
     return []
 
 
