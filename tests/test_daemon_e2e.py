@@ -197,3 +197,36 @@ def test_two_rank_torchrun_daemon_matches_the_single_rank_video(ready_job, setti
     assert one.shape == two.shape
     # Same seed, same machine: the same video (up to float reduction order across thread counts).
     assert np.abs(one - two).mean() < 1.0
+
+
+def test_missing_checkpoint_fails_at_start_with_one_line_naming_the_part(tmp_path):
+    import subprocess
+
+    ckpt = tmp_path / "incomplete"
+    ckpt.mkdir()
+    (ckpt / "model_index.json").write_text('{"_class_name": "WanImageToVideoPipeline"}')
+    result = subprocess.run(
+        daemon_argv(), cwd=Path(__file__).resolve().parent.parent, env=service_env(ckpt),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("CommandError")]
+    assert len(errors) == 1 and "incomplete" in errors[0] and "transformer" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_death_of_a_rank_mid_job_exits_the_daemon_non_zero_and_the_job_is_rescued(ready_job, tiny_ckpt, tmp_path):  # noqa: F811
+    import psutil
+
+    job = ready_job(infer_steps=100, num_frames=49)
+    log = tmp_path / "two-rank.log"
+    with running(daemon_argv(nproc=2), service_env(tiny_ckpt, LEASE_SECONDS=2), log) as daemon:
+        wait_for(lambda: job_state(job.pk).progress_step >= 2, timeout=180, what="step 2", log=log)
+        ranks = [p for p in psutil.Process(daemon.pid).children(recursive=True) if "run_inference_daemon" in " ".join(p.cmdline())]
+        follower = next(p for p in ranks if p.environ().get("RANK") == "1")
+        follower.kill()
+        assert daemon.wait(timeout=120) != 0
+    assert job_state(job.pk).status == JobStatus.IN_PROGRESS
+    time.sleep(2.5)
+    assert services.rescue_expired_leases().requeued == 1
+    assert job_state(job.pk).status == JobStatus.IN_QUEUE

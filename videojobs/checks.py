@@ -24,18 +24,20 @@ def check_output_dir(app_configs=None, **kwargs):
 
 @register()
 def check_model_dir(app_configs=None, **kwargs):
+    # A warning, not an error: the web and the django-q2 cluster never load the model, and
+    # the daemon refuses a bad checkpoint at start with one line naming the missing part.
     if not settings.MODEL_CKPT_DIR:
         return []
     folder = Path(settings.MODEL_CKPT_DIR)
     if not folder.is_dir():
-        return [Error(f"MODEL_CKPT_DIR {folder} is not a folder", id="videojobs.E002")]
+        return [Warning(f"MODEL_CKPT_DIR {folder} is not a folder", id="videojobs.W003")]
     missing = [part for part in CKPT_PARTS if not (folder / part).exists()]
     if missing:
         return [
-            Error(
+            Warning(
                 f"MODEL_CKPT_DIR {folder} is not a diffusers Wan I2V checkpoint: missing {', '.join(missing)}",
                 hint="Use the diffusers layout (e.g. Wan-AI/Wan2.1-I2V-14B-720P-Diffusers).",
-                id="videojobs.E002",
+                id="videojobs.W003",
             )
         ]
     return []
