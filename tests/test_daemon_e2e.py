@@ -230,3 +230,31 @@ def test_death_of_a_rank_mid_job_exits_the_daemon_non_zero_and_the_job_is_rescue
     time.sleep(2.5)
     assert services.rescue_expired_leases().requeued == 1
     assert job_state(job.pk).status == JobStatus.IN_QUEUE
+
+
+def test_sigterm_drains_the_running_job_then_exits_cleanly(ready_job, tiny_ckpt, tmp_path):  # noqa: F811
+    running_job = ready_job(infer_steps=60)
+    waiting_job = ready_job()
+    log = tmp_path / "daemon.log"
+    with running(daemon_argv(), service_env(tiny_ckpt), log) as daemon:
+        wait_for(lambda: job_state(running_job.pk).progress_step >= 2, timeout=120, what="step 2", log=log)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=120) == 0
+    assert job_state(running_job.pk).status == JobStatus.SUCCEED
+    assert job_state(waiting_job.pk).status == JobStatus.IN_QUEUE
+    assert InferenceWorker.objects.get().state == "stopped"
+
+
+def test_second_stop_signal_gives_the_running_job_back_to_the_queue(ready_job, settings, tiny_ckpt, tmp_path):  # noqa: F811
+    job = ready_job(infer_steps=100, num_frames=49)
+    log = tmp_path / "daemon.log"
+    with running(daemon_argv(), service_env(tiny_ckpt), log) as daemon:
+        wait_for(lambda: job_state(job.pk).progress_step >= 2, timeout=120, what="step 2", log=log)
+        daemon.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        daemon.send_signal(signal.SIGINT)
+        assert daemon.wait(timeout=120) == 0
+    back = job_state(job.pk)
+    assert back.status == JobStatus.IN_QUEUE
+    # The interrupted attempt is not charged: all of JOB_MAX_ATTEMPTS are still ahead.
+    assert back.max_attempts - back.attempt == settings.JOB_MAX_ATTEMPTS

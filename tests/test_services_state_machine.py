@@ -139,3 +139,13 @@ def test_concurrent_complete_and_cancel_leave_one_consistent_end_state():
         final = VideoJob.objects.get(pk=job.pk).status
         assert outcomes["complete"] != outcomes["cancel"]
         assert final == (JobStatus.SUCCEED if outcomes["complete"] else JobStatus.CANCELLED)
+
+
+def test_release_puts_the_job_back_without_charging_the_attempt(settings):
+    make_ready_job()
+    job = claim()
+    assert services.release_job(job_id=job.pk, attempt=job.attempt)
+    job.refresh_from_db()
+    assert job.status == JobStatus.IN_QUEUE and job.worker == "" and job.lease_until is None
+    assert job.max_attempts - job.attempt == settings.JOB_MAX_ATTEMPTS
+    assert not services.release_job(job_id=job.pk, attempt=job.attempt)

@@ -375,7 +375,9 @@ class _Deadline:
                 pass
 
 
-class _GuardedHTTPConnection(HTTPConnection):
+class _DeadlineWatched:
+    """Hands every new socket to the deadline's watchdog (mixed into urllib3's connections)."""
+
     deadline: _Deadline | None = None
 
     def _new_conn(self) -> socket.socket:
@@ -385,14 +387,12 @@ class _GuardedHTTPConnection(HTTPConnection):
         return sock
 
 
-class _GuardedHTTPSConnection(HTTPSConnection):
-    deadline: _Deadline | None = None
+class _GuardedHTTPConnection(_DeadlineWatched, HTTPConnection):
+    pass
 
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        if self.deadline is not None:
-            self.deadline.watch(sock)
-        return sock
+
+class _GuardedHTTPSConnection(_DeadlineWatched, HTTPSConnection):
+    pass
 
 
 def _timeout_error(policy: FetchPolicy) -> ImageInputError:

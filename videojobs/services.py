@@ -49,6 +49,26 @@ class JobAlreadyFinished(Exception):
         self.job = job
 
 
+def _notify_ready(payload: str) -> None:
+    """Wake idle daemons. NOTIFY is delivered at commit, once the claimable row is visible."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, payload])
+
+
+def _back_in_queue(now: datetime) -> dict[str, Any]:
+    """The columns that put a running job back in the queue, waiting for a worker."""
+    return {
+        "status": JobStatus.IN_QUEUE,
+        "phase": JobPhase.WAITING,
+        "lease_until": None,
+        "worker": "",
+        "progress_step": 0,
+        "progress_total": 0,
+        "updated_at": now,
+    }
+
+
+
 # --- submit and input preparation -----------------------------------------------------
 
 
@@ -149,9 +169,7 @@ def mark_input_ready(*, job_id: int, image_path: str, sha256: str) -> bool:
         updated_at=now,
     )
     if updated:
-        # Delivered at commit: the daemon wakes only once the row is visible.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, str(job_id)])
+        _notify_ready(str(job_id))
     return bool(updated)
 
 
@@ -277,19 +295,9 @@ def finish_cancelled_job(*, job_id: int, attempt: int, timings: dict[str, float]
 def release_job(*, job_id: int, attempt: int) -> bool:
     """The daemon gives a running job back (it is shutting down): InQueue, attempt not charged."""
     now = timezone.now()
-    released = _fenced(job_id, attempt).update(
-        status=JobStatus.IN_QUEUE,
-        phase=JobPhase.WAITING,
-        max_attempts=F("max_attempts") + 1,
-        lease_until=None,
-        worker="",
-        progress_step=0,
-        progress_total=0,
-        updated_at=now,
-    )
+    released = _fenced(job_id, attempt).update(**_back_in_queue(now), max_attempts=F("max_attempts") + 1)
     if released:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, str(job_id)])
+        _notify_ready(str(job_id))
     return bool(released)
 
 
@@ -349,8 +357,7 @@ def requeue_job(*, job_id: int) -> bool:
         updated_at=now,
     )
     if input_ready:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, str(job.pk)])
+        _notify_ready(str(job.pk))
     else:
         transaction.on_commit(lambda: _enqueue_prepare_input(job.pk))
     return True
@@ -392,18 +399,9 @@ def rescue_expired_leases(*, now: datetime | None = None) -> RescueReport:
                 updated_at=now,
             )
         else:
-            requeued += guarded.update(
-                status=JobStatus.IN_QUEUE,
-                phase=JobPhase.WAITING,
-                lease_until=None,
-                worker="",
-                progress_step=0,
-                progress_total=0,
-                updated_at=now,
-            )
+            requeued += guarded.update(**_back_in_queue(now))
     if requeued:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, "rescued"])
+        _notify_ready("rescued")
     if expired:
         logger.warning("lease rescue: %d requeued, %d failed, %d cancelled", requeued, failed, cancelled)
     return RescueReport(requeued=requeued, failed=failed, cancelled=cancelled)
