@@ -130,6 +130,18 @@ TINY_CKPT_DIR = Path(env.string("TINY_CKPT_DIR", str(VAR_DIR / "tiny-wan-i2v")))
 DEVICE = env.choice("DEVICE", "auto", ("auto", "cuda", "npu", "cpu"))
 DAEMON_POLL_SECONDS = env.number("DAEMON_POLL_SECONDS", 2.0, minimum=0.05)
 DAEMON_IDLE_TICK_SECONDS = env.number("DAEMON_IDLE_TICK_SECONDS", 5.0, minimum=0.05)
+# Per-component dtypes; empty keeps the device default (bf16 DiT and T5 on accelerators,
+# fp32 VAE and CLIP; fp32 everywhere on the CPU).
+_DTYPES = ("", "bf16", "fp16", "fp32")
+MODEL_DTYPES = {
+    component: env.choice(variable, "", _DTYPES)
+    for component, variable in (
+        ("transformer", "DIT_DTYPE"),
+        ("text_encoder", "T5_DTYPE"),
+        ("vae", "VAE_DTYPE"),
+        ("image_encoder", "CLIP_DTYPE"),
+    )
+}
 INFERENCE_NPROC = env.integer("INFERENCE_NPROC", 1, minimum=1, maximum=64)
 DIST_TIMEOUT_SECONDS = env.integer("DIST_TIMEOUT_SECONDS", 1800, minimum=10)
 WORKER_STALE_SECONDS = env.integer("WORKER_STALE_SECONDS", 60, minimum=5)

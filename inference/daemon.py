@@ -201,10 +201,13 @@ class Daemon:
                     logger.exception("could not mark the worker stopped")
 
     def load_pipeline(self) -> None:
-        from inference.checkpoint import LoadOptions, load_pipeline
+        from inference.checkpoint import LoadOptions, load_pipeline, parse_dtype
 
+        overrides = {name: parse_dtype(value) for name, value in settings.MODEL_DTYPES.items() if value}
         started = time.perf_counter()
-        self.pipe = load_pipeline(LoadOptions(ckpt_dir=self.config.ckpt_dir, device=self.runtime.device))
+        self.pipe = load_pipeline(
+            LoadOptions(ckpt_dir=self.config.ckpt_dir, device=self.runtime.device, dtypes=overrides or None)
+        )
         logger.info("pipeline loaded from %s in %.1f s", self.config.ckpt_dir, time.perf_counter() - started)
 
     # --- rank 0: waiting for work -----------------------------------------------------
