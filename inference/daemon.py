@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 
 from inference.runtime import GroupBroken, Runtime, StopFlag, agree_flag, barrier, broadcast_message, gather_objects
 
@@ -264,9 +264,22 @@ class Daemon:
             if self.stopping or (self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs):
                 return {"kind": "shutdown"}
             close_old_connections()
-            job = services.claim_next_job(worker=self.config.worker_name, lease_seconds=self.config.lease_seconds)
+            try:
+                job = services.claim_next_job(worker=self.config.worker_name, lease_seconds=self.config.lease_seconds)
+            except DatabaseError:
+                # Postgres restarting: keep the followers ticking and try again next tick.
+                logger.exception("claim failed; retrying")
+                time.sleep(min(self.config.poll_seconds, max(deadline - time.monotonic(), 0)))
+                return {"kind": "idle"}
             if job is not None:
-                return self._job_message(job)
+                try:
+                    return self._job_message(job)
+                except OSError as exc:
+                    services.fail_job(
+                        job_id=job.pk, attempt=job.attempt, code="INPUT_MISSING",
+                        reason=f"the stored input image could not be read ({type(exc).__name__}); submit the job again",
+                    )
+                    continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 services.worker_heartbeat(name=self.config.worker_name)

@@ -143,16 +143,21 @@ def test_task_timeout_stops_the_job_as_failed_timeout(ready_job, tiny_ckpt, tmp_
     assert 0 < ended.progress_step < 100
 
 
-def test_job_error_fails_the_job_with_a_reason_and_the_daemon_goes_on(ready_job, tiny_ckpt, tmp_path):  # noqa: F811
+def test_job_error_fails_the_job_with_a_reason_and_the_daemon_goes_on(ready_job, settings, tiny_ckpt, tmp_path):  # noqa: F811
     # 26 frames slips past no API check here (the row is written directly): the model refuses it.
     broken = ready_job(num_frames=26)
+    lost_input = ready_job()
+    (Path(settings.MEDIA_ROOT) / job_state(lost_input.pk).input_image).unlink()
     good = ready_job()
     log = tmp_path / "daemon.log"
     with running(daemon_argv(), service_env(tiny_ckpt), log):
         failed = wait_for(lambda: finished(broken.pk), timeout=120, what="the broken job", log=log)
+        missing = wait_for(lambda: finished(lost_input.pk), timeout=120, what="the job without input", log=log)
         ok = wait_for(lambda: finished(good.pk), timeout=120, what="the good job", log=log)
     assert failed.status == JobStatus.FAILED and failed.error_code == "INFERENCE_ERROR"
     assert failed.reason.startswith("rank 0: ValueError") and "num_frames" in failed.reason
+    assert missing.status == JobStatus.FAILED and missing.error_code == "INPUT_MISSING"
+    assert "/" not in missing.reason  # no server path leaks into the reason
     assert ok.status == JobStatus.SUCCEED
 
 
