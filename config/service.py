@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import psutil
 from django.conf import settings
 from django.core.management import call_command
 
@@ -109,10 +110,18 @@ def run() -> int:
     return 0
 
 
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def shutdown(children: list[Child], stop_requests) -> None:
     """Drain the daemon (finish its job) and stop the rest; a second Ctrl-C hurries it."""
     first = stop_requests()
     alive = [c for c in children if c.process is not None and c.process.poll() is None]
+    descendants = [d for c in alive for d in _descendants(c.process.pid)]
     for child in alive:
         child.process.send_signal(child.stop_signal)
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
@@ -132,3 +141,7 @@ def shutdown(children: list[Child], stop_requests) -> None:
                     os.killpg(child.process.pid, signal.SIGKILL)
             break
         time.sleep(0.2)
+    # torchrun starts each rank in a session of its own; none may outlive the supervisor.
+    _, stragglers = psutil.wait_procs(descendants, timeout=5)
+    for process in stragglers:
+        process.kill()

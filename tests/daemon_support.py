@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 from django.conf import settings
 from django.db import connection
 
@@ -55,6 +56,8 @@ def running(argv: list[str], env: dict[str, str], log: Path):
         try:
             yield process
         finally:
+            # torchrun puts each rank in a session of its own: collect them before stopping.
+            descendants = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
                 process.send_signal(signal.SIGINT)
@@ -63,6 +66,9 @@ def running(argv: list[str], env: dict[str, str], log: Path):
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
+            _, alive = psutil.wait_procs(descendants, timeout=10)
+            for leftover in alive:
+                leftover.kill()
 
 
 def daemon_argv(nproc: int = 1, max_jobs: int | None = None) -> list[str]:
