@@ -159,8 +159,9 @@ Q_CLUSTER = {
     "name": "videogen",
     "orm": "default",
     "workers": env.integer("Q_WORKERS", 2, minimum=1),
-    "timeout": 120,
-    "retry": 180,
+    # A task may take as long as the image download's deadline, with room to store it.
+    "timeout": int(max(120, IMAGE_TOTAL_TIMEOUT + 60)),
+    "retry": int(max(180, IMAGE_TOTAL_TIMEOUT + 120)),
     "max_attempts": 1,
     "catch_up": False,
     "ack_failures": True,

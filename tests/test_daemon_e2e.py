@@ -263,3 +263,17 @@ def test_second_stop_signal_gives_the_running_job_back_to_the_queue(ready_job, s
     assert back.status == JobStatus.IN_QUEUE
     # The interrupted attempt is not charged: all of JOB_MAX_ATTEMPTS are still ahead.
     assert back.max_attempts - back.attempt == settings.JOB_MAX_ATTEMPTS
+
+
+def test_two_rank_daemon_idles_longer_than_the_collective_timeout_then_runs_a_job(ready_job, tiny_ckpt, tmp_path):  # noqa: F811
+    # The idle tick keeps every wait on the control channel far shorter than the timeout.
+    log = tmp_path / "two-rank.log"
+    env = service_env(tiny_ckpt, DIST_TIMEOUT_SECONDS=10, DAEMON_IDLE_TICK_SECONDS=1)
+    with running(daemon_argv(nproc=2), env, log) as daemon:
+        wait_for(lambda: InferenceWorker.objects.filter(state="idle").exists(), timeout=120, what="idle", log=log)
+        time.sleep(14)
+        assert daemon.poll() is None, log.read_text()[-3000:]
+        job = ready_job()
+        ended = wait_for(lambda: finished(job.pk), timeout=120, what="the job", log=log)
+    assert ended.status == JobStatus.SUCCEED, ended.reason
+    assert ended.result["topology"]["world_size"] == 2
