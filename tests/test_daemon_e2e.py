@@ -277,3 +277,18 @@ def test_two_rank_daemon_idles_longer_than_the_collective_timeout_then_runs_a_jo
         ended = wait_for(lambda: finished(job.pk), timeout=120, what="the job", log=log)
     assert ended.status == JobStatus.SUCCEED, ended.reason
     assert ended.result["topology"]["world_size"] == 2
+
+
+def test_two_daemons_on_one_database_share_the_queue_without_double_claims(ready_job, settings, tiny_ckpt, tmp_path):  # noqa: F811
+    jobs = [ready_job(infer_steps=30) for _ in range(4)]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    with running(daemon_argv(), service_env(tiny_ckpt, WORKER_NAME="daemon-a"), logs[0]), running(
+        daemon_argv(), service_env(tiny_ckpt, WORKER_NAME="daemon-b"), logs[1]
+    ):
+        ended = [wait_for(lambda pk=job.pk: finished(pk), timeout=240, what="all jobs", log=logs[0]) for job in jobs]
+    assert [job.status for job in ended] == [JobStatus.SUCCEED] * 4
+    assert all(job.attempt == 1 for job in ended)
+    assert {job.worker for job in ended} <= {"daemon-a", "daemon-b"}
+    done = dict(InferenceWorker.objects.values_list("name", "jobs_done"))
+    assert sum(done.values()) == 4
+    assert len(list(Path(settings.OUTPUT_DIR).glob("*.mp4"))) == 4
