@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 from django.conf import settings
@@ -29,11 +29,10 @@ SHUTDOWN_GRACE_SECONDS = 30
 class Child:
     name: str
     argv: list[str]
-    stop_signal: int = signal.SIGTERM
     process: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
-    started_at: float = field(default=0.0)
+    started_at: float = 0.0
 
 
 def child_commands() -> list[Child]:
@@ -122,8 +121,9 @@ def shutdown(children: list[Child], stop_requests) -> None:
     first = stop_requests()
     alive = [c for c in children if c.process is not None and c.process.poll() is None]
     descendants = [d for c in alive for d in _descendants(c.process.pid)]
+    # SIGTERM: gunicorn and qcluster stop gracefully, the daemon finishes its current job.
     for child in alive:
-        child.process.send_signal(child.stop_signal)
+        child.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
     escalated = False
     while any(c.process.poll() is None for c in alive):

@@ -68,7 +68,6 @@ def _back_in_queue(now: datetime) -> dict[str, Any]:
     }
 
 
-
 # --- submit and input preparation -----------------------------------------------------
 
 
@@ -340,21 +339,18 @@ def requeue_job(*, job_id: int) -> bool:
         return False
     input_ready = bool(job.input_image) and job.input_ready_at is not None
     VideoJob.objects.filter(pk=job.pk, status=job.status).update(
-        status=JobStatus.IN_QUEUE,
-        phase=JobPhase.WAITING if input_ready else JobPhase.PREPARING,
-        input_ready_at=job.input_ready_at if input_ready else None,
-        max_attempts=F("attempt") + settings.JOB_MAX_ATTEMPTS,
-        cancel_requested_at=None,
-        lease_until=None,
-        worker="",
-        progress_step=0,
-        progress_total=0,
-        error_code="",
-        reason="",
-        result={},
-        timings={},
-        finished_at=None,
-        updated_at=now,
+        **{
+            **_back_in_queue(now),
+            "phase": JobPhase.WAITING if input_ready else JobPhase.PREPARING,
+            "input_ready_at": job.input_ready_at if input_ready else None,
+            "max_attempts": F("attempt") + settings.JOB_MAX_ATTEMPTS,
+            "cancel_requested_at": None,
+            "error_code": "",
+            "reason": "",
+            "result": {},
+            "timings": {},
+            "finished_at": None,
+        }
     )
     if input_ready:
         _notify_ready(str(job.pk))
