@@ -48,6 +48,14 @@ def integer(name: str, default: int, *, minimum: int | None = None, maximum: int
     return number
 
 
+def optional_integer(name: str, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
+    """An integer, or None when the variable is unset or empty (the caller derives a value)."""
+    value = raw(name)
+    if value is None or value == "":
+        return None
+    return integer(name, 0, minimum=minimum, maximum=maximum)
+
+
 def number(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
     value = raw(name)
     if value is None or value == "":

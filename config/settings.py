@@ -146,12 +146,14 @@ INFERENCE_NPROC = env.integer("INFERENCE_NPROC", 1, minimum=1, maximum=64)
 DIST_TIMEOUT_SECONDS = env.integer("DIST_TIMEOUT_SECONDS", 1800, minimum=10)
 WORKER_STALE_SECONDS = env.integer("WORKER_STALE_SECONDS", 60, minimum=5)
 VIDEO_FPS = 16
-# Original-spec topology variables: how the daemon is started (see README).
+# Original-spec topology variables: how the daemon group splits the pipeline (see README,
+# "Topology"). Unset ULYSSES_SIZE takes whatever RING_SIZE x CFG_SIZE leave of the world size.
 T5_CPU = env.boolean("T5_CPU", False)
 DIT_FSDP = env.boolean("DIT_FSDP", False)
 T5_FSDP = env.boolean("T5_FSDP", False)
 VAE_PARALLEL = env.boolean("VAE_PARALLEL", False)
-ULYSSES_SIZE = env.integer("ULYSSES_SIZE", 1, minimum=1)
+ULYSSES_SIZE = env.optional_integer("ULYSSES_SIZE", minimum=1, maximum=1024)
+RING_SIZE = env.optional_integer("RING_SIZE", minimum=1, maximum=1024)
 CFG_SIZE = env.integer("CFG_SIZE", 1, minimum=1, maximum=2)
 
 # --- django-q2: ORM broker on the same Postgres ---------------------------------------

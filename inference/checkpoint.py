@@ -1,30 +1,19 @@
-"""Loading a Wan2.1 image-to-video checkpoint in the diffusers layout from a local folder.
+"""A Wan2.1 image-to-video checkpoint in the diffusers layout: what it must contain, checked
+before any weight is read (the loading itself is in ``inference.pipeline.loading``).
 
 The folder (MODEL_CKPT_DIR) is what ``Wan-AI/Wan2.1-I2V-14B-*-Diffusers`` ships, or what
 ``inference.tiny.create_tiny_checkpoint`` writes: model_index.json and one sub-folder per
-component. Both load through the same code below; nothing is ever fetched from the network.
+component. Nothing is ever fetched from the network.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import PIL.Image
 import torch
-from diffusers import (
-    AutoencoderKLWan,
-    DPMSolverMultistepScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-    WanImageToVideoPipeline,
-    WanTransformer3DModel,
-)
+from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel, UMT5EncoderModel
-
-from inference.devices import DeviceSpec, configure_attention, default_dtypes
 
 PIPELINE_CLASS_NAME = "WanImageToVideoPipeline"
 
@@ -157,69 +146,11 @@ def validate_checkpoint_dir(path: Path | str) -> None:
             raise CheckpointError(f"MODEL_CKPT_DIR {ckpt_dir} is incomplete: missing {missing}")
 
 
-# --------------------------------------------------------------------------- loading
+def read_model_index(ckpt_dir: Path) -> dict[str, Any]:
+    return _read_model_index(Path(ckpt_dir))
 
 
-class WanI2VPipeline(WanImageToVideoPipeline):
-    """diffusers' Wan I2V pipeline, accepting precomputed image embeddings.
-
-    Upstream ``check_inputs`` refuses ``image`` together with ``image_embeds``, yet ``__call__``
-    still needs ``image`` to build the VAE condition latents, so precomputed CLIP embeddings
-    cannot be passed at all. This subclass validates ``image`` itself in that case and hands the
-    rest of the checks to diffusers unchanged.
-    """
-
-    def check_inputs(
-        self,
-        prompt: Any,
-        negative_prompt: Any,
-        image: Any,
-        height: int,
-        width: int,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-        callback_on_step_end_tensor_inputs: list[str] | None = None,
-        guidance_scale_2: float | None = None,
-    ) -> None:
-        if image_embeds is not None:
-            if not isinstance(image, (PIL.Image.Image, torch.Tensor)):
-                raise ValueError(
-                    f"`image` is needed for the VAE condition even with `image_embeds`; got {type(image).__name__}"
-                )
-            image = None
-        super().check_inputs(
-            prompt,
-            negative_prompt,
-            image,
-            height,
-            width,
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            image_embeds=image_embeds,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            guidance_scale_2=guidance_scale_2,
-        )
-
-
-@dataclass
-class LoadOptions:
-    ckpt_dir: Path
-    device: DeviceSpec
-    dtypes: dict[str, torch.dtype] | None = None  # None -> default_dtypes(device)
-
-
-def _resolve_dtypes(options: LoadOptions) -> dict[str, torch.dtype]:
-    dtypes = dict(default_dtypes(options.device))
-    if options.dtypes is not None:
-        unknown = sorted(set(options.dtypes) - set(MODEL_COMPONENTS))
-        if unknown:
-            raise ValueError(f"dtypes has unknown components {unknown}; allowed: {', '.join(MODEL_COMPONENTS)}")
-        dtypes.update(options.dtypes)
-    return dtypes
-
-
-def _scheduler_class(index: dict[str, Any], ckpt_dir: Path) -> type[SchedulerMixin]:
+def scheduler_class(index: dict[str, Any], ckpt_dir: Path) -> type[SchedulerMixin]:
     entry = index.get("scheduler") or [None, None]
     name = entry[1] if isinstance(entry, list) and len(entry) == 2 else None
     if name not in _SCHEDULER_CLASSES:
@@ -230,60 +161,10 @@ def _scheduler_class(index: dict[str, Any], ckpt_dir: Path) -> type[SchedulerMix
     return _SCHEDULER_CLASSES[name]
 
 
-def _frozen(module: torch.nn.Module, device: DeviceSpec) -> torch.nn.Module:
-    """Move an inference-only module to the device, in eval mode and without gradients."""
-    module = module.to(device.torch_device)
-    module.eval()
-    module.requires_grad_(False)
-    return module
-
-
-def load_pipeline(options: LoadOptions) -> WanImageToVideoPipeline:
-    """Load every component of the checkpoint explicitly, with its class and dtype, onto the
-    device, and assemble the pipeline. Returns a ``WanI2VPipeline`` (a WanImageToVideoPipeline)."""
-    # 1. Fail fast, with one readable line, before spending minutes on the weights.
-    ckpt_dir = Path(options.ckpt_dir)
-    validate_checkpoint_dir(ckpt_dir)
-    index = _read_model_index(ckpt_dir)
-    dtypes = _resolve_dtypes(options)
-    device = options.device
-
-    # 2. The neural components, each in its own dtype. Wan keeps the VAE and CLIP in fp32.
-    transformer = WanTransformer3DModel.from_pretrained(
-        ckpt_dir, subfolder="transformer", torch_dtype=dtypes["transformer"], local_files_only=True
-    )
-    vae = AutoencoderKLWan.from_pretrained(ckpt_dir, subfolder="vae", torch_dtype=dtypes["vae"], local_files_only=True)
-    # transformers 5 takes `dtype`; `torch_dtype` is deprecated there.
-    text_encoder = UMT5EncoderModel.from_pretrained(
-        ckpt_dir / "text_encoder", dtype=dtypes["text_encoder"], local_files_only=True
-    )
-    image_encoder = CLIPVisionModel.from_pretrained(
-        ckpt_dir / "image_encoder", dtype=dtypes["image_encoder"], local_files_only=True
-    )
-
-    # 3. The non-neural components. The PIL image processor is chosen explicitly: without
-    # torchvision transformers 5 silently swaps CLIPImageProcessor for it, and with torchvision
-    # the default backend resizes slightly differently, so results would depend on the machine.
-    tokenizer = AutoTokenizer.from_pretrained(ckpt_dir / "tokenizer", local_files_only=True)
-    image_processor = CLIPImageProcessorPil.from_pretrained(ckpt_dir / "image_processor", local_files_only=True)
-    scheduler = _scheduler_class(index, ckpt_dir).from_pretrained(
-        ckpt_dir, subfolder="scheduler", local_files_only=True
-    )
-
-    # 4. Onto the device, frozen; NPUs get their fused attention kernel.
-    transformer = _frozen(transformer, device)
-    configure_attention(transformer, device)
-    pipe = WanI2VPipeline(
-        tokenizer=tokenizer,
-        text_encoder=_frozen(text_encoder, device),
-        vae=_frozen(vae, device),
-        scheduler=scheduler,
-        image_processor=image_processor,
-        image_encoder=_frozen(image_encoder, device),
-        transformer=transformer,
-        boundary_ratio=None,
-        expand_timesteps=False,
-    )
-    # A tqdm bar per job would only clutter the daemon's log; progress goes through on_step.
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def transformer_config(ckpt_dir: Path | str) -> dict[str, Any]:
+    """The DiT's config.json (head count, patch size, ...) without loading any weight."""
+    path = Path(ckpt_dir) / "transformer" / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"MODEL_CKPT_DIR {ckpt_dir} has an unreadable transformer/config.json: {exc}") from None

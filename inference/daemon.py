@@ -26,6 +26,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
+from inference.parallel.context import ParallelContext
+from inference.parallel.topology import TopologyRequest
 from inference.runtime import GroupBroken, Runtime, StopFlag, agree_flag, barrier, broadcast_message, gather_objects
 
 logger = logging.getLogger(__name__)
@@ -72,41 +74,13 @@ class DaemonConfig:
         )
 
 
-def check_start_topology() -> None:
-    """Refuse to start with parallelism switches this daemon does not implement yet.
-
-    The original start script's switches describe how the DiT, T5 and VAE are split across
-    ranks. This version replicates the whole pipeline on every rank; accepting the switches
-    silently would claim a topology that is not running.
-    """
-    unsupported = []
-    if settings.ULYSSES_SIZE != 1:
-        unsupported.append(f"ULYSSES_SIZE={settings.ULYSSES_SIZE}")
-    if settings.CFG_SIZE != 1:
-        unsupported.append(f"CFG_SIZE={settings.CFG_SIZE}")
-    for name in ("DIT_FSDP", "T5_FSDP", "VAE_PARALLEL", "T5_CPU"):
-        if getattr(settings, name):
-            unsupported.append(f"{name}=true")
-    if unsupported:
-        raise ValueError(
-            "this daemon does not implement " + ", ".join(unsupported) + " yet; unset them "
-            "(every rank then runs the whole pipeline)"
-        )
+def requested_topology() -> TopologyRequest:
+    return TopologyRequest.from_settings(settings)
 
 
-def running_topology(runtime: Runtime) -> dict[str, Any]:
-    return {
-        "world_size": runtime.world_size,
-        "ulysses_size": 1,
-        "ring_size": 1,
-        "cfg_size": 1,
-        "dit_fsdp": False,
-        "t5_fsdp": False,
-        "vae_parallel": False,
-        "t5_cpu": False,
-        "replicas": runtime.world_size,
-        "device": str(runtime.device.kind),
-    }
+def running_topology(ctx: ParallelContext, attention_backend: str) -> dict[str, Any]:
+    """What this group actually runs, as reported in the registry, /health and every job."""
+    return {**ctx.topology.as_dict(), "device": ctx.device.kind, "attention_backend": attention_backend}
 
 
 def topology_warnings(params: dict[str, Any], topology: dict[str, Any]) -> list[str]:
@@ -133,10 +107,12 @@ class _ActiveJob:
 
 
 class Daemon:
-    def __init__(self, runtime: Runtime, config: DaemonConfig) -> None:
+    def __init__(self, runtime: Runtime, config: DaemonConfig, ctx: ParallelContext) -> None:
         self.runtime = runtime
         self.config = config
-        self.pipe = None
+        self.ctx = ctx
+        self.components = None
+        self.topology: dict[str, Any] = running_topology(ctx, attention_backend="")
         self.stopping = False  # first SIGTERM/SIGINT: finish the current job, then exit
         self.aborting = False  # second signal: give the current job back now
         self.jobs_done = 0
@@ -162,14 +138,13 @@ class Daemon:
     def run(self) -> int:
         from videojobs import services
 
-        topology = running_topology(self.runtime)
         if self.runtime.is_leader:
             services.register_worker(
                 name=self.config.worker_name,
                 host=socket.gethostname(),
                 pid=os.getpid(),
                 world_size=self.runtime.world_size,
-                topology=topology,
+                topology=self.topology,
                 device=str(self.runtime.device),
                 model=str(self.config.ckpt_dir) + (" (tiny random weights)" if self.config.tiny_model else ""),
             )
@@ -177,9 +152,10 @@ class Daemon:
             self.load_pipeline()
             barrier(self.runtime)
             if self.runtime.is_leader:
-                services.update_worker(name=self.config.worker_name, state="idle")
+                services.update_worker(name=self.config.worker_name, state="idle", topology=self.topology)
                 self._open_listen()
-                logger.info("worker %s ready on %s x%d", self.config.worker_name, self.runtime.device, self.runtime.world_size)
+                logger.info("worker %s ready on %s: %s", self.config.worker_name, self.runtime.device,
+                            self.ctx.topology.describe())
             while True:
                 message = self._next_message() if self.runtime.is_leader else None
                 message = broadcast_message(self.runtime, message)
@@ -201,13 +177,14 @@ class Daemon:
                     logger.exception("could not mark the worker stopped")
 
     def load_pipeline(self) -> None:
-        from inference.checkpoint import LoadOptions, load_pipeline, parse_dtype
+        from inference.checkpoint import parse_dtype
+        from inference.pipeline.loading import LoadOptions, load_components
 
         overrides = {name: parse_dtype(value) for name, value in settings.MODEL_DTYPES.items() if value}
         started = time.perf_counter()
-        self.pipe = load_pipeline(
-            LoadOptions(ckpt_dir=self.config.ckpt_dir, device=self.runtime.device, dtypes=overrides or None)
-        )
+        options = LoadOptions(ckpt_dir=self.config.ckpt_dir, device=self.runtime.device, dtypes=overrides or None)
+        self.components = load_components(options, self.ctx)
+        self.topology = running_topology(self.ctx, self.components.attention_backend)
         logger.info("pipeline loaded from %s in %.1f s", self.config.ckpt_dir, time.perf_counter() - started)
 
     # --- rank 0: waiting for work -----------------------------------------------------
@@ -311,7 +288,7 @@ class Daemon:
         from PIL import Image
 
         from inference.devices import empty_cache
-        from inference.generate import GenerationRequest, generate
+        from inference.generate import GenerationRequest, JobHooks, generate
         from inference.video import write_mp4
         from videojobs.params import parse_image_size
 
@@ -341,16 +318,15 @@ class Daemon:
                 sample_solver=params["sample_solver"],
                 sample_shift=params["sample_shift"],
             )
-            result = generate(
-                self.pipe,
-                request,
-                device=self.runtime.device,
-                on_phase=lambda phase: self._on_phase(active, phase),
-                on_step=lambda step, total: self._on_step(active, step, total),
+            hooks = JobHooks(
+                phase=lambda phase: self._on_phase(active, phase),
+                step=lambda step, total: self._on_step(active, step, total),
+                chunk=lambda phase, done, total: self._on_chunk(active),
             )
+            result = generate(self.components, request, ctx=self.ctx, hooks=hooks)
             timings.update(result.timings)
             if leader:
-                self._on_phase(active, "saving")
+                self._report_phase(active, "saving")
                 started = time.perf_counter()
                 video = write_mp4(result.frames, self.config.output_dir / f"{active.request_id}.mp4", fps=self.config.fps)
                 timings["saving"] = time.perf_counter() - started
@@ -375,28 +351,42 @@ class Daemon:
         if leader:
             self._record_outcome(active, outcome, timings, video, message, errors)
 
+    # Every rank reaches these hooks at the same points of a job; each ends in one agreement, so
+    # a stop decided by rank 0 (cancel, timeout, shutdown, lost lease) stops all ranks there.
+
     def _on_phase(self, active: _ActiveJob, phase: str) -> None:
+        if self.runtime.is_leader:
+            self._report_phase(active, phase)
+        self._agree(active)
+
+    def _on_step(self, active: _ActiveJob, step: int, total: int) -> None:
         if self.runtime.is_leader:
             from videojobs import services
 
-            if not services.report_progress(job_id=active.job_id, attempt=active.attempt, phase=phase):
+            if not services.report_progress(
+                job_id=active.job_id, attempt=active.attempt, phase="denoising", step=step, total_steps=total
+            ):
                 active.lost.set()
+        self._agree(active)
 
-    def _on_step(self, active: _ActiveJob, step: int, total: int) -> None:
-        local = StopFlag.CONTINUE
-        if self.runtime.is_leader:
-            local = self._leader_decision(active, step, total)
+    def _on_chunk(self, active: _ActiveJob) -> None:
+        self._agree(active)
+
+    def _report_phase(self, active: _ActiveJob, phase: str) -> None:
+        from videojobs import services
+
+        if not services.report_progress(job_id=active.job_id, attempt=active.attempt, phase=phase):
+            active.lost.set()
+
+    def _agree(self, active: _ActiveJob) -> None:
+        local = self._leader_decision(active) if self.runtime.is_leader else StopFlag.CONTINUE
         flag = agree_flag(self.runtime, local)
         if flag != StopFlag.CONTINUE:
             raise JobStopped(flag)
 
-    def _leader_decision(self, active: _ActiveJob, step: int, total: int) -> StopFlag:
-        from videojobs import selectors, services
+    def _leader_decision(self, active: _ActiveJob) -> StopFlag:
+        from videojobs import selectors
 
-        if not services.report_progress(
-            job_id=active.job_id, attempt=active.attempt, phase="denoising", step=step, total_steps=total
-        ):
-            active.lost.set()
         if self.aborting:
             return StopFlag.SHUTDOWN
         if active.lost.is_set():
@@ -437,7 +427,7 @@ class Daemon:
         if outcome != StopFlag.CONTINUE and video is not None:
             video.path.unlink(missing_ok=True)  # another rank failed after rank 0 wrote it
         if outcome == StopFlag.CONTINUE:
-            topology = running_topology(self.runtime)
+            topology = self.topology
             result = {
                 "video_path": _display_path(video.path),
                 "video_file": video.path.name,
@@ -476,12 +466,14 @@ def _display_path(path: Path) -> str:
 
 
 def main(*, max_jobs: int | None = None) -> int:
-    """Start the runtime, make sure the checkpoint is there, and serve jobs until stopped."""
-    from inference.checkpoint import validate_checkpoint_dir
+    """Check the topology, start the runtime, make sure the checkpoint is there, and serve jobs."""
+    from inference.checkpoint import transformer_config, validate_checkpoint_dir
+    from inference.parallel.topology import build_meshes, resolve_topology
     from inference.runtime import init_runtime, shutdown_runtime
 
-    # 1. Refuse unsupported switches before touching any device.
-    check_start_topology()
+    # 1. The switches must fit the group before any device is touched.
+    request = requested_topology()
+    resolve_topology(request, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     config = DaemonConfig.from_settings(max_jobs=max_jobs)
     # 2. Ranks, devices, the two process groups.
     runtime = init_runtime(device=settings.DEVICE, timeout_seconds=settings.DIST_TIMEOUT_SECONDS)
@@ -499,7 +491,18 @@ def main(*, max_jobs: int | None = None) -> int:
         # 4. One readable line for a missing or incomplete checkpoint, on every rank.
         validate_checkpoint_dir(config.ckpt_dir)
         config.output_dir.mkdir(parents=True, exist_ok=True)
-        daemon = Daemon(runtime, config)
+        # 5. The model's head count and the device complete the topology check; then the meshes.
+        heads = int(transformer_config(config.ckpt_dir)["num_attention_heads"])
+        topology, notes = resolve_topology(
+            request, world_size=runtime.world_size, num_heads=heads, device_kind=runtime.device.kind
+        )
+        for note in notes:
+            logger.warning(note)
+        ctx = ParallelContext(
+            topology=topology, rank=runtime.rank, device=runtime.device,
+            meshes=build_meshes(topology, runtime.device.kind), control_group=runtime.control_group,
+        )
+        daemon = Daemon(runtime, config, ctx)
         daemon.install_signal_handlers()
         return daemon.run()
     finally:

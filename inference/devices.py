@@ -1,8 +1,9 @@
 """Which accelerator the inference process runs on: CUDA, Ascend NPU or CPU.
 
 Everything device-specific (availability probes, set_device, cache and memory queries,
-the distributed backend name, the attention kernel) goes through this module, so the rest
-of the inference code only ever sees a ``DeviceSpec``.
+the distributed backend name, default dtypes) goes through this module, so the rest of the
+inference code only ever sees a ``DeviceSpec``. The attention kernel per device is chosen in
+``inference.parallel.sequence.attention_backend_for``.
 
 ``torch_npu`` is imported lazily, and only when an NPU is requested or probed: importing it
 patches torch globally, and it is absent on CUDA and CPU machines.
@@ -20,10 +21,6 @@ DEVICE_KINDS: tuple[str, ...] = ("cuda", "npu", "cpu")
 REQUESTABLE_DEVICES: tuple[str, ...] = ("auto",) + DEVICE_KINDS
 
 _DIST_BACKENDS: dict[str, str] = {"cuda": "nccl", "npu": "hccl", "cpu": "gloo"}
-
-# diffusers' attention dispatcher name for torch_npu's fused kernel
-# (diffusers.models.attention_dispatch.AttentionBackendName._NATIVE_NPU).
-_NPU_ATTENTION_BACKEND = "_native_npu"
 
 
 @dataclass(frozen=True)
@@ -179,26 +176,3 @@ def default_dtypes(spec: DeviceSpec) -> dict[str, torch.dtype]:
         "vae": torch.float32,
         "image_encoder": torch.float32,
     }
-
-
-def attention_backend_name(spec: DeviceSpec) -> str:
-    """The attention kernel family used on spec, for logs and the status API."""
-    if spec.kind == "npu":
-        return "npu_fusion_attention"
-    return "sdpa"
-
-
-def configure_attention(transformer: torch.nn.Module, spec: DeviceSpec) -> None:
-    """Route the transformer's attention to torch_npu's fused kernel on NPUs.
-
-    Elsewhere the diffusers default (torch scaled_dot_product_attention) is kept: it already
-    picks flash / memory-efficient kernels on CUDA.
-    """
-    if spec.kind != "npu":
-        return
-    set_backend = getattr(transformer, "set_attention_backend", None)
-    if set_backend is None:
-        raise TypeError(
-            f"{type(transformer).__name__} has no set_attention_backend(); cannot select the NPU attention kernel"
-        )
-    set_backend(_NPU_ATTENTION_BACKEND)

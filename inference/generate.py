@@ -1,8 +1,17 @@
-"""Running one image-to-video job on an already-loaded pipeline.
+"""Running one image-to-video job on the loaded pipeline of one rank.
 
-The job goes through three phases, reported through ``on_phase`` as each starts:
-"encoding" (UMT5 text and CLIP image embeddings), "denoising" (the DiT loop, reported per step
-through ``on_step``) and "decoding" (the VAE, then conversion to uint8 frames).
+Every rank of a daemon group calls ``generate`` with the same request; the topology decides
+what each rank computes. The job goes through three phases, announced through
+``hooks.phase`` as each starts (every rank, at the same point, so a stop decided there
+reaches all of them):
+
+- "encoding": UMT5 text and CLIP image embeddings, and the VAE latents of the condition
+  frames (``hooks.chunk`` between VAE chunks);
+- "denoising": the DiT loop (``hooks.step`` after every step);
+- "decoding": the VAE, latent frame by latent frame (``hooks.chunk``), then uint8 frames,
+  which only rank 0 returns.
+
+Whatever a hook raises (a cancel, a timeout, a shutdown) stops the job and propagates.
 """
 from __future__ import annotations
 
@@ -13,26 +22,21 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import (
-    DPMSolverMultistepScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-    WanImageToVideoPipeline,
-)
+from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from inference.checkpoint import WanI2VPipeline
-from inference.devices import DeviceSpec, synchronize
+from inference.devices import synchronize
+from inference.parallel.context import ParallelContext
+from inference.parallel.topology import sequence_split_error
+from inference.parallel.vae import SPATIAL_STRIDE, Strips
+from inference.pipeline.components import WanComponents
+from inference.pipeline.decode import decode_frames
+from inference.pipeline.denoise import denoise, initial_noise
+from inference.pipeline.encode import TEMPORAL_STRIDE, Embeddings, condition_latents, encode_image, encode_texts
 from videojobs.params import DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
-
-# Wan2.1 encodes prompts to 512 UMT5 tokens (shared_config.text_len); diffusers'
-# encode_prompt defaults to 226, which would silently truncate long prompts.
-MAX_SEQUENCE_LENGTH = 512
 
 # Spatial size must split into whole 2x2 patches of 8x-downsampled latents.
 SIZE_MULTIPLE = 16
-# The VAE compresses time by 4 and keeps the first frame on its own.
-TEMPORAL_STRIDE = 4
 
 _SEED_MAX = 2**64 - 1
 
@@ -54,8 +58,21 @@ class GenerationRequest:
 
 @dataclass
 class GenerationResult:
-    frames: np.ndarray  # (F, H, W, 3) uint8
+    frames: np.ndarray | None  # (F, H, W, 3) uint8 on rank 0; None on the other ranks
     timings: dict[str, float]  # seconds per phase: encoding, denoising, decoding
+
+
+def _ignore(*_args: Any) -> None:
+    return None
+
+
+@dataclass
+class JobHooks:
+    """Where a job reports and may be stopped. Every rank calls them at the same points."""
+
+    phase: Callable[[str], None] = _ignore  # a phase starts
+    step: Callable[[int, int], None] = _ignore  # (steps done, total) after every denoising step
+    chunk: Callable[[str, int, int], None] = _ignore  # (phase, chunks done, total) between VAE chunks
 
 
 # --------------------------------------------------------------------------- inputs
@@ -150,148 +167,88 @@ def make_scheduler(base_config: Mapping[str, Any], solver: str, shift: float) ->
     raise ValueError(f"unknown sample solver {solver!r}; allowed values: {', '.join(SAMPLE_SOLVERS)}")
 
 
-# --------------------------------------------------------------------------- phases
+# --------------------------------------------------------------------------- the job
 
 
-@dataclass
-class _Embeddings:
-    prompt: torch.Tensor  # (1, 512, text_dim)
-    negative: torch.Tensor | None  # (1, 512, text_dim); None without classifier-free guidance
-    image: torch.Tensor  # (1, image_tokens, image_dim)
+def latent_shape(request: GenerationRequest, channels: int) -> tuple[int, int, int, int, int]:
+    """(1, channels, T, h, w) of a request's latents."""
+    frames = (request.num_frames - 1) // TEMPORAL_STRIDE + 1
+    return (1, channels, frames, request.height // SPATIAL_STRIDE, request.width // SPATIAL_STRIDE)
 
 
-def _encode(
-    pipe: WanImageToVideoPipeline, request: GenerationRequest, condition: PIL.Image.Image, device: DeviceSpec
-) -> _Embeddings:
-    # 1. Text. The negative prompt only matters under classifier-free guidance (scale > 1).
-    use_cfg = request.guidance_scale > 1.0
-    negative_text = request.negative_prompt or ""
-    if not negative_text.strip():
-        negative_text = DEFAULT_NEGATIVE_PROMPT
-    prompt_embeds, negative_embeds = pipe.encode_prompt(
-        prompt=request.prompt,
-        negative_prompt=negative_text if use_cfg else None,
-        do_classifier_free_guidance=use_cfg,
-        num_videos_per_prompt=1,
-        max_sequence_length=MAX_SEQUENCE_LENGTH,
-        device=device.torch_device,
-    )
-    # 2. Image: CLIP's penultimate hidden states of the exact frame the video starts from.
-    image_embeds = pipe.encode_image(condition, device=device.torch_device)
-    return _Embeddings(prompt=prompt_embeds, negative=negative_embeds, image=image_embeds)
+def check_fits_topology(request: GenerationRequest, components: WanComponents, ctx: ParallelContext) -> None:
+    """Raise ValueError when the group cannot split this request's sizes."""
+    _, _, frames, rows, cols = latent_shape(request, 1)
+    patch = components.transformer.config.patch_size  # (t, h, w)
+    tokens = (frames // patch[0]) * (rows // patch[1]) * (cols // patch[2])
+    problem = sequence_split_error(ctx.topology, tokens=tokens)
+    if problem is not None:
+        raise ValueError(problem)
+    if ctx.topology.vae_parallel and rows < ctx.topology.world_size:
+        raise ValueError(
+            f"VAE_PARALLEL splits the {rows} latent rows of a {request.height}-pixel-high video over "
+            f"{ctx.topology.world_size} ranks; it needs at least one row per rank"
+        )
 
 
-def _denoise(
-    pipe: WanImageToVideoPipeline,
-    request: GenerationRequest,
-    condition: PIL.Image.Image,
-    embeddings: _Embeddings,
-    on_step: Callable[[int, int], None],
-) -> torch.Tensor:
-    # 1. Initial noise from a CPU generator: the same seed gives the same video on any device.
-    generator = torch.Generator(device="cpu").manual_seed(request.seed)
-
-    # 2. Progress after every step. Whatever on_step raises (cancellation) propagates out of
-    # the pipeline unchanged; returning {} leaves the pipeline's tensors as they are.
-    def step_end(_pipe: Any, step_index: int, _timestep: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
-        on_step(step_index + 1, _pipe.num_timesteps)
-        return {}
-
-    # 3. The diffusers loop on precomputed embeddings; latents come back un-decoded.
-    output = pipe(
-        image=condition,
-        prompt_embeds=embeddings.prompt,
-        negative_prompt_embeds=embeddings.negative,
-        image_embeds=embeddings.image,
-        height=request.height,
-        width=request.width,
-        num_frames=request.num_frames,
-        num_inference_steps=request.infer_steps,
-        guidance_scale=request.guidance_scale,
-        generator=generator,
-        output_type="latent",
-        return_dict=False,
-        callback_on_step_end=step_end,
-        callback_on_step_end_tensor_inputs=[],
-        max_sequence_length=MAX_SEQUENCE_LENGTH,
-    )
-    return output[0]  # (1, 16, (F - 1) / 4 + 1, H / 8, W / 8) float32
+def _timed(timings: dict[str, float], phase: str, ctx: ParallelContext, hooks: JobHooks, work: Callable[[], Any]) -> Any:
+    hooks.phase(phase)
+    started = time.perf_counter()
+    result = work()
+    synchronize(ctx.device)
+    timings[phase] = time.perf_counter() - started
+    return result
 
 
-def _decode(pipe: WanImageToVideoPipeline, latents: torch.Tensor) -> np.ndarray:
-    vae = pipe.vae
-    z_dim = vae.config.z_dim
-
-    # 1. Undo the latent normalisation the DiT works in, in the VAE's dtype and in the same
-    # form as the pipeline (divide by the reciprocal std), so results match it bit for bit.
-    latents = latents.to(device=vae.device, dtype=vae.dtype)  # (1, z, T, h, w)
-    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
-    mean = mean.to(latents.device, latents.dtype)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
-    inv_std = inv_std.to(latents.device, latents.dtype)
-    latents = latents / inv_std + mean
-
-    # 2. Decode to pixels in [-1, 1], then to floats in [0, 1].
-    video = vae.decode(latents, return_dict=False)[0]  # (1, 3, F, H, W)
-    frames = pipe.video_processor.postprocess_video(video, output_type="np")  # (1, F, H, W, 3) float32
-
-    # 3. uint8 for the encoder.
-    frames = np.asarray(frames[0], dtype=np.float32)  # (F, H, W, 3)
-    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
-
-
-# --------------------------------------------------------------------------- entry point
+def _negative_text(request: GenerationRequest) -> str:
+    text = request.negative_prompt or ""
+    return text if text.strip() else DEFAULT_NEGATIVE_PROMPT
 
 
 def generate(
-    pipe: WanImageToVideoPipeline,
-    request: GenerationRequest,
-    *,
-    device: DeviceSpec,
-    on_phase: Callable[[str], None],
-    on_step: Callable[[int, int], None],
+    components: WanComponents, request: GenerationRequest, *, ctx: ParallelContext, hooks: JobHooks | None = None
 ) -> GenerationResult:
-    """Run one job and return its frames with per-phase wall-clock timings.
-
-    ``pipe`` must come from ``inference.checkpoint.load_pipeline``. An exception raised by
-    ``on_phase`` or ``on_step`` (for instance to cancel the job) stops generation and
-    propagates unchanged.
-    """
+    """Run one job on this rank's part of the pipeline; frames and timings on rank 0."""
     # 1. Check everything before touching the models.
+    hooks = hooks or JobHooks()
     validate_request(request)
-    if not isinstance(pipe, WanI2VPipeline):
-        raise TypeError(
-            f"pipe must be loaded with inference.checkpoint.load_pipeline (a WanI2VPipeline), got {type(pipe).__name__}"
-        )
-    condition = prepare_condition_image(request.image, request.width, request.height)
-    scheduler = make_scheduler(pipe.scheduler.config, request.sample_solver, request.sample_shift)
-
+    if not isinstance(components, WanComponents):
+        raise TypeError(f"components must come from inference.pipeline.loading, got {type(components).__name__}")
+    check_fits_topology(request, components, ctx)
+    condition_image = prepare_condition_image(request.image, request.width, request.height)
+    scheduler = make_scheduler(components.scheduler_config, request.sample_solver, request.sample_shift)
+    strips = None
+    if ctx.topology.vae_parallel:
+        strips = Strips.split(request.height // SPATIAL_STRIDE, ctx.meshes.flat.get_group())
     timings: dict[str, float] = {}
-    checkpoint_scheduler = pipe.scheduler
-    pipe.scheduler = scheduler
-    try:
-        with torch.inference_mode():
-            # 2. Encoding.
-            on_phase("encoding")
-            started = time.perf_counter()
-            embeddings = _encode(pipe, request, condition, device)
-            synchronize(device)
-            timings["encoding"] = time.perf_counter() - started
 
-            # 3. Denoising.
-            on_phase("denoising")
-            started = time.perf_counter()
-            latents = _denoise(pipe, request, condition, embeddings, on_step)
-            synchronize(device)
-            timings["denoising"] = time.perf_counter() - started
+    # 2. Encoding: the prompts (the negative one only under guidance), the image, the condition.
+    def encode() -> tuple[Embeddings, torch.Tensor]:
+        use_cfg = request.guidance_scale > 1.0
+        texts = [request.prompt, _negative_text(request)] if use_cfg else [request.prompt]
+        text = encode_texts(components, texts, ctx)
+        embeddings = Embeddings(prompt=text[0], negative=text[1] if use_cfg else None,
+                                image=encode_image(components, condition_image, ctx))
+        condition = condition_latents(components, condition_image, request.num_frames, ctx, strips,
+                                      lambda done, total: hooks.chunk("encoding", done, total))
+        return embeddings, condition
 
-            # 4. Decoding.
-            on_phase("decoding")
-            started = time.perf_counter()
-            frames = _decode(pipe, latents)
-            timings["decoding"] = time.perf_counter() - started
-    finally:
-        # The next job builds its scheduler from the checkpoint's configuration again.
-        pipe.scheduler = checkpoint_scheduler
+    with torch.inference_mode():
+        embeddings, condition = _timed(timings, "encoding", ctx, hooks, encode)
 
+        # 3. Denoising.
+        def run_loop() -> torch.Tensor:
+            shape = latent_shape(request, components.vae.config.z_dim)
+            noise = initial_noise(request.seed, shape, ctx.device.torch_device)
+            return denoise(components, scheduler, latents=noise, condition=condition, embeddings=embeddings,
+                           guidance_scale=request.guidance_scale, steps=request.infer_steps, ctx=ctx,
+                           on_step=hooks.step)
+
+        latents = _timed(timings, "denoising", ctx, hooks, run_loop)
+
+        # 4. Decoding: frames on rank 0 only.
+        def decode() -> np.ndarray | None:
+            return decode_frames(components, latents, ctx, strips, lambda done, total: hooks.chunk("decoding", done, total))
+
+        frames = _timed(timings, "decoding", ctx, hooks, decode)
     return GenerationResult(frames=frames, timings=timings)

@@ -29,9 +29,9 @@ from transformers import (
 
 # Sizes. The comments give the real Wan2.1-I2V-14B values.
 TEXT_DIM = 32  # umt5-xxl d_model 4096
-IMAGE_DIM = 32  # CLIP ViT-H/14 hidden size 1280
-NUM_HEADS = 2  # 40
-HEAD_DIM = 16  # 128; must split into the 3 rotary axes (t, h, w)
+IMAGE_DIM = 80  # CLIP ViT-H/14 hidden size 1280; one head of ViT-H's width (80)
+NUM_HEADS = 4  # 40; 4 so that Ulysses over 2 and 4 ranks divides it
+HEAD_DIM = 8  # 128; must split into the 3 rotary axes (t, h, w)
 LATENT_CHANNELS = 16  # z_dim 16, the same as the real VAE
 MAX_TEXT_TOKENS = 512  # the pipeline pads prompts to 512 tokens
 
@@ -89,7 +89,7 @@ def _build_text_encoder(vocab_size: int) -> UMT5EncoderModel:
         num_layers=2,
         num_heads=4,
         relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
+        relative_attention_max_distance=128,  # umt5-xxl's; the original T5 format does not store it
         feed_forward_proj="gated-gelu",  # as umt5-xxl
         dropout_rate=0.0,
         pad_token_id=0,
@@ -105,10 +105,10 @@ def _build_image_encoder() -> CLIPVisionModel:
         hidden_size=IMAGE_DIM,
         intermediate_size=64,
         num_hidden_layers=2,  # the pipeline reads hidden_states[-2], the penultimate layer
-        num_attention_heads=2,
+        num_attention_heads=1,  # heads of 80 channels, as ViT-H/14 (1280 = 16 x 80)
         image_size=224,  # the real CLIPImageProcessor crop size
         patch_size=32,  # 7x7 patches + 1 class token = 50 image tokens (real: 257)
-        hidden_act="gelu",
+        hidden_act="gelu",  # Wan's CLIP uses exact GELU, not CLIP's default quick_gelu
         projection_dim=IMAGE_DIM,
     )
     return CLIPVisionModel(config)

@@ -1,7 +1,7 @@
 """Fixtures for the inference tests: one tiny checkpoint per session, loaded on the CPU.
 
 Import them into a test module with
-``from tests.inference_fixtures import tiny_ckpt, tiny_pipe  # noqa``.
+``from tests.inference_fixtures import tiny_ckpt, tiny_components  # noqa``.
 """
 from __future__ import annotations
 
@@ -18,8 +18,15 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_pipe(tiny_ckpt: Path):
-    from inference.checkpoint import LoadOptions, load_pipeline
+def cpu_ctx():
     from inference.devices import resolve_device
+    from inference.parallel.context import ParallelContext
 
-    return load_pipeline(LoadOptions(ckpt_dir=tiny_ckpt, device=resolve_device("cpu")))
+    return ParallelContext.single(resolve_device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def tiny_components(tiny_ckpt: Path, cpu_ctx):
+    from inference.pipeline.loading import LoadOptions, load_components
+
+    return load_components(LoadOptions(ckpt_dir=tiny_ckpt, device=cpu_ctx.device), cpu_ctx)

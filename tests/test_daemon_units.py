@@ -1,13 +1,14 @@
-"""Daemon pieces that need no subprocess: start-up checks, topology report, dtype overrides."""
+"""Daemon pieces that need no subprocess: topology report, warnings, dtype overrides."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
-from inference.daemon import Daemon, DaemonConfig, check_start_topology, running_topology, topology_warnings
+from inference.daemon import Daemon, DaemonConfig, requested_topology, running_topology, topology_warnings
 from inference.devices import resolve_device
+from inference.parallel.context import ParallelContext
+from inference.parallel.topology import Topology
 from inference.runtime import Runtime, StopFlag, agree_flag
 from tests.inference_fixtures import tiny_ckpt  # noqa: F401
 
@@ -16,37 +17,44 @@ def single_rank() -> Runtime:
     return Runtime(rank=0, world_size=1, local_rank=0, device=resolve_device("cpu"))
 
 
-@pytest.mark.parametrize(
-    "name,value,shown",
-    [("ULYSSES_SIZE", 8, "ULYSSES_SIZE=8"), ("CFG_SIZE", 2, "CFG_SIZE=2"), ("DIT_FSDP", True, "DIT_FSDP=true"),
-     ("VAE_PARALLEL", True, "VAE_PARALLEL=true"), ("T5_CPU", True, "T5_CPU=true")],
-)
-def test_unimplemented_start_switch_is_refused_by_name(settings, name, value, shown):
-    setattr(settings, name, value)
-    with pytest.raises(ValueError, match=shown):
-        check_start_topology()
+def four_rank_context() -> ParallelContext:
+    topology = Topology(world_size=4, ulysses_size=2, ring_size=1, cfg_size=2, dit_fsdp=True, t5_fsdp=False,
+                        t5_cpu=True, vae_parallel=True)
+    return ParallelContext(topology=topology, rank=0, device=resolve_device("cpu"))
 
 
-def test_default_switches_start(settings):
-    check_start_topology()
+def test_running_topology_reports_what_the_group_runs():
+    topology = running_topology(four_rank_context(), attention_backend="native")
+    assert topology == {
+        "world_size": 4, "ulysses_size": 2, "ring_size": 1, "cfg_size": 2, "dit_fsdp": True, "t5_fsdp": False,
+        "t5_cpu": True, "vae_parallel": True, "device": "cpu", "attention_backend": "native",
+    }
 
 
 def test_request_topology_that_differs_is_reported_once_per_field():
-    topology = running_topology(Runtime(rank=0, world_size=4, local_rank=0, device=resolve_device("cpu")))
-    assert topology["world_size"] == 4 and topology["replicas"] == 4 and topology["ulysses_size"] == 1
+    topology = running_topology(four_rank_context(), attention_backend="native")
     warnings = topology_warnings(
-        {"ulysses_size": 8, "cfg_size": 1, "dit_fsdp": True, "t5_fsdp": False, "vae_parallel": False,
+        {"ulysses_size": 8, "cfg_size": 2, "dit_fsdp": True, "t5_fsdp": True, "vae_parallel": True,
          "use_attentioncache": True},
         topology,
     )
     assert len(warnings) == 3
-    assert any("ulysses_size=8" in w for w in warnings) and any("dit_fsdp=True" in w for w in warnings)
+    assert any("ulysses_size=8" in w and "ulysses_size=2" in w for w in warnings)
+    assert any("t5_fsdp=True" in w for w in warnings)
     assert any("use_attentioncache" in w for w in warnings)
 
 
 def test_matching_request_topology_has_no_warning():
-    topology = running_topology(single_rank())
+    topology = running_topology(ParallelContext.single(resolve_device("cpu")), attention_backend="native")
     assert topology_warnings({"ulysses_size": 1, "cfg_size": 1, "dit_fsdp": False}, topology) == []
+
+
+def test_requested_topology_reads_the_settings(settings):
+    settings.ULYSSES_SIZE, settings.RING_SIZE, settings.CFG_SIZE = None, 2, 2
+    settings.DIT_FSDP, settings.T5_FSDP, settings.T5_CPU, settings.VAE_PARALLEL = True, False, True, True
+    request = requested_topology()
+    assert (request.ulysses_size, request.ring_size, request.cfg_size) == (None, 2, 2)
+    assert (request.dit_fsdp, request.t5_fsdp, request.t5_cpu, request.vae_parallel) == (True, False, True, True)
 
 
 def test_single_rank_agreement_is_the_local_flag():
@@ -59,7 +67,8 @@ def test_component_dtype_override_reaches_the_loaded_pipeline(settings, tiny_ckp
         worker_name="t", ckpt_dir=Path(tiny_ckpt), tiny_model=False, output_dir=tmp_path, media_root=tmp_path,
         lease_seconds=30, poll_seconds=1, idle_tick_seconds=1, task_timeout=60, fps=16,
     )
-    daemon = Daemon(single_rank(), config)
+    daemon = Daemon(single_rank(), config, ParallelContext.single(resolve_device("cpu")))
     daemon.load_pipeline()
-    assert daemon.pipe.vae.dtype == torch.bfloat16
-    assert daemon.pipe.transformer.dtype == torch.float32
+    assert daemon.components.vae.dtype == torch.bfloat16
+    assert daemon.components.transformer.dtype == torch.float32
+    assert daemon.topology["attention_backend"] == "native" and daemon.topology["world_size"] == 1

@@ -11,10 +11,11 @@ import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
 from transformers import CLIPVisionModel, UMT5EncoderModel
 
-from inference.checkpoint import CheckpointError, LoadOptions, load_pipeline, parse_dtype, validate_checkpoint_dir
-from inference.devices import resolve_device
+from inference.checkpoint import CheckpointError, parse_dtype, validate_checkpoint_dir
+from inference.pipeline.components import WanComponents
+from inference.pipeline.loading import LoadOptions, load_components
 from inference.tiny import create_tiny_checkpoint
-from tests.inference_fixtures import tiny_ckpt, tiny_pipe  # noqa: F401
+from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
 
 # --------------------------------------------------------------------------- helpers
 
@@ -43,22 +44,23 @@ def _weight_digests(ckpt: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- loading
 
 
-def test_tiny_checkpoint_loads_through_the_real_loader(tiny_pipe: WanImageToVideoPipeline) -> None:
-    assert isinstance(tiny_pipe, WanImageToVideoPipeline)
-    assert isinstance(tiny_pipe.transformer, WanTransformer3DModel)
-    assert isinstance(tiny_pipe.vae, AutoencoderKLWan)
-    assert isinstance(tiny_pipe.text_encoder, UMT5EncoderModel)
-    assert isinstance(tiny_pipe.image_encoder, CLIPVisionModel)
-    assert isinstance(tiny_pipe.scheduler, UniPCMultistepScheduler)
+def test_tiny_checkpoint_loads_through_the_real_loader(tiny_components: WanComponents) -> None:
+    assert isinstance(tiny_components.transformer, WanTransformer3DModel)
+    assert isinstance(tiny_components.vae, AutoencoderKLWan)
+    assert isinstance(tiny_components.text_encoder, UMT5EncoderModel)
+    assert isinstance(tiny_components.image_encoder, CLIPVisionModel)
+    assert isinstance(UniPCMultistepScheduler.from_config(tiny_components.scheduler_config), UniPCMultistepScheduler)
+    assert tiny_components.attention_backend == "native"
     for name in ("transformer", "vae", "text_encoder", "image_encoder"):
-        module = getattr(tiny_pipe, name)
+        module = getattr(tiny_components, name)
         assert module.dtype == torch.float32, name
         assert module.device == torch.device("cpu"), name
         assert not module.training, name
         assert not any(p.requires_grad for p in module.parameters()), name
 
 
-def test_tiny_model_has_the_real_model_channel_layout(tiny_pipe: WanImageToVideoPipeline) -> None:
+def test_tiny_model_has_the_real_model_channel_layout(tiny_components: WanComponents) -> None:
+    tiny_pipe = WanImageToVideoPipeline(**tiny_components.as_diffusers_components())
     transformer = tiny_pipe.transformer.config
     inner_dim = transformer.num_attention_heads * transformer.attention_head_dim
     # 16 noise latents + 16 image-condition latents + 4 mask channels, as Wan2.1 I2V.
@@ -75,31 +77,31 @@ def test_tiny_model_has_the_real_model_channel_layout(tiny_pipe: WanImageToVideo
     assert tiny_pipe.tokenizer.pad_token_id == 0
 
 
-def test_tiny_scheduler_is_configured_like_wan(tiny_pipe: WanImageToVideoPipeline) -> None:
-    config = tiny_pipe.scheduler.config
-    assert config.prediction_type == "flow_prediction"
-    assert config.use_flow_sigmas is True
-    assert config.flow_shift == 5.0
-    assert config.num_train_timesteps == 1000
+def test_tiny_scheduler_is_configured_like_wan(tiny_components: WanComponents) -> None:
+    config = tiny_components.scheduler_config
+    assert config["prediction_type"] == "flow_prediction"
+    assert config["use_flow_sigmas"] is True
+    assert config["flow_shift"] == 5.0
+    assert config["num_train_timesteps"] == 1000
 
 
-def test_dtype_overrides_apply_per_component(tiny_ckpt: Path) -> None:
-    options = LoadOptions(ckpt_dir=tiny_ckpt, device=resolve_device("cpu"), dtypes={"transformer": torch.bfloat16})
-    pipe = load_pipeline(options)
-    assert pipe.transformer.dtype == torch.bfloat16
-    assert pipe.vae.dtype == torch.float32
+def test_dtype_overrides_apply_per_component(tiny_ckpt: Path, cpu_ctx) -> None:  # noqa: F811
+    options = LoadOptions(ckpt_dir=tiny_ckpt, device=cpu_ctx.device, dtypes={"transformer": torch.bfloat16})
+    components = load_components(options, cpu_ctx)
+    assert components.transformer.dtype == torch.bfloat16
+    assert components.vae.dtype == torch.float32
 
 
-def test_dtype_override_for_an_unknown_component_is_rejected(tiny_ckpt: Path) -> None:
-    options = LoadOptions(ckpt_dir=tiny_ckpt, device=resolve_device("cpu"), dtypes={"unet": torch.float16})
+def test_dtype_override_for_an_unknown_component_is_rejected(tiny_ckpt: Path, cpu_ctx) -> None:  # noqa: F811
+    options = LoadOptions(ckpt_dir=tiny_ckpt, device=cpu_ctx.device, dtypes={"unet": torch.float16})
     with pytest.raises(ValueError, match=r"dtypes has unknown components \['unet'\]"):
-        load_pipeline(options)
+        load_components(options, cpu_ctx)
 
 
-def test_load_pipeline_validates_before_loading(ckpt_copy: Path) -> None:
+def test_load_components_validates_before_loading(ckpt_copy: Path, cpu_ctx) -> None:  # noqa: F811
     shutil.rmtree(ckpt_copy / "image_encoder")
     with pytest.raises(CheckpointError, match=r"is incomplete: missing image_encoder/$"):
-        load_pipeline(LoadOptions(ckpt_dir=ckpt_copy, device=resolve_device("cpu")))
+        load_components(LoadOptions(ckpt_dir=ckpt_copy, device=cpu_ctx.device), cpu_ctx)
 
 
 # --------------------------------------------------------------------------- validation

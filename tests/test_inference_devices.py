@@ -104,34 +104,3 @@ def test_accelerators_run_the_big_models_in_bf16_and_vae_and_clip_in_fp32(kind: 
     assert dtypes["text_encoder"] == torch.bfloat16
     assert dtypes["vae"] == torch.float32
     assert dtypes["image_encoder"] == torch.float32
-
-
-class _RecordingTransformer:
-    def __init__(self) -> None:
-        self.backends: list[str] = []
-
-    def set_attention_backend(self, backend: str) -> None:
-        self.backends.append(backend)
-
-
-def test_npu_transformer_gets_the_fused_npu_attention_backend() -> None:
-    spec = DeviceSpec(kind="npu", index=0, dist_backend="hccl")
-    transformer = _RecordingTransformer()
-    devices.configure_attention(transformer, spec)  # type: ignore[arg-type]
-    assert transformer.backends == ["_native_npu"]
-    assert devices.attention_backend_name(spec) == "npu_fusion_attention"
-
-
-@pytest.mark.parametrize("kind", ["cuda", "cpu"])
-def test_other_devices_keep_the_default_sdpa_attention(kind: str) -> None:
-    spec = DeviceSpec(kind=kind, index=0, dist_backend="nccl" if kind == "cuda" else "gloo")
-    transformer = _RecordingTransformer()
-    devices.configure_attention(transformer, spec)  # type: ignore[arg-type]
-    assert transformer.backends == []
-    assert devices.attention_backend_name(spec) == "sdpa"
-
-
-def test_the_npu_backend_name_is_one_diffusers_knows() -> None:
-    from diffusers.models.attention_dispatch import AttentionBackendName
-
-    assert AttentionBackendName(devices._NPU_ATTENTION_BACKEND) is AttentionBackendName._NATIVE_NPU

@@ -1,4 +1,4 @@
-"""inference.generate on the tiny checkpoint, on the CPU, at tiny sizes."""
+"""inference.generate (our own loop) on the tiny checkpoint, on the CPU, at tiny sizes."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,18 +14,21 @@ from diffusers import (
     WanImageToVideoPipeline,
 )
 
-from inference.devices import DeviceSpec, resolve_device
+from inference.devices import resolve_device
 from inference.generate import (
     GenerationRequest,
     GenerationResult,
+    JobHooks,
     generate,
     make_scheduler,
     prepare_condition_image,
 )
-from tests.inference_fixtures import tiny_ckpt, tiny_pipe  # noqa: F401
+from inference.parallel.context import ParallelContext
+from inference.pipeline import encode as encode_module
+from inference.pipeline.components import WanComponents
+from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
+from tests.old_loop import old_generate
 from videojobs.params import DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
-
-CPU: DeviceSpec = resolve_device("cpu")
 
 
 def _image(width: int = 120, height: int = 80) -> PIL.Image.Image:
@@ -51,82 +54,100 @@ def _request(**overrides: Any) -> GenerationRequest:
     return GenerationRequest(**fields)
 
 
-def _run(pipe: WanImageToVideoPipeline, request: GenerationRequest) -> GenerationResult:
-    return generate(pipe, request, device=CPU, on_phase=lambda phase: None, on_step=lambda step, total: None)
+def _run(components: WanComponents, request: GenerationRequest, hooks: JobHooks | None = None) -> GenerationResult:
+    return generate(components, request, ctx=ParallelContext.single(resolve_device("cpu")), hooks=hooks)
 
 
 # --------------------------------------------------------------------------- outputs
 
 
 @pytest.mark.parametrize("solver", SAMPLE_SOLVERS)
-def test_each_solver_produces_requested_frames_and_size(tiny_pipe: WanImageToVideoPipeline, solver: str) -> None:
-    result = _run(tiny_pipe, _request(width=96, height=64, sample_solver=solver))
+def test_each_solver_produces_requested_frames_and_size(tiny_components: WanComponents, solver: str) -> None:
+    result = _run(tiny_components, _request(width=96, height=64, sample_solver=solver))
     assert result.frames.shape == (9, 64, 96, 3)
     assert result.frames.dtype == np.uint8
 
 
-def test_same_seed_gives_identical_frames(tiny_pipe: WanImageToVideoPipeline) -> None:
-    first = _run(tiny_pipe, _request(seed=123))
-    second = _run(tiny_pipe, _request(seed=123))
+def test_same_seed_gives_identical_frames(tiny_components: WanComponents) -> None:
+    first = _run(tiny_components, _request(seed=123))
+    second = _run(tiny_components, _request(seed=123))
     np.testing.assert_array_equal(first.frames, second.frames)
 
 
-def test_different_seeds_give_different_frames(tiny_pipe: WanImageToVideoPipeline) -> None:
-    first = _run(tiny_pipe, _request(seed=1))
-    second = _run(tiny_pipe, _request(seed=2))
+def test_different_seeds_give_different_frames(tiny_components: WanComponents) -> None:
+    first = _run(tiny_components, _request(seed=1))
+    second = _run(tiny_components, _request(seed=2))
     assert not np.array_equal(first.frames, second.frames)
 
 
-def test_frames_match_diffusers_own_end_to_end_output(tiny_pipe: WanImageToVideoPipeline) -> None:
-    # Our split into phases (precomputed embeddings, our own decode) must not change the
-    # result compared with letting the diffusers pipeline do everything itself.
+def test_frames_match_diffusers_own_end_to_end_output(tiny_components: WanComponents) -> None:
+    # Our loop, with its own encoding and decoding, must not change the result compared with
+    # letting the diffusers pipeline do everything itself.
     request = _request(seed=5, infer_steps=3)
-    ours = _run(tiny_pipe, request)
+    ours = _run(tiny_components, request)
 
     import torch
 
     condition = prepare_condition_image(request.image, request.width, request.height)
-    checkpoint_scheduler = tiny_pipe.scheduler
-    tiny_pipe.scheduler = make_scheduler(checkpoint_scheduler.config, request.sample_solver, request.sample_shift)
-    try:
-        video = tiny_pipe(
-            image=condition,
-            prompt=request.prompt,
-            negative_prompt=DEFAULT_NEGATIVE_PROMPT,
-            height=request.height,
-            width=request.width,
-            num_frames=request.num_frames,
-            num_inference_steps=request.infer_steps,
-            guidance_scale=request.guidance_scale,
-            generator=torch.Generator(device="cpu").manual_seed(request.seed),
-            output_type="np",
-        ).frames[0]
-    finally:
-        tiny_pipe.scheduler = checkpoint_scheduler
+    pipe = WanImageToVideoPipeline(**tiny_components.as_diffusers_components())
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler(tiny_components.scheduler_config, request.sample_solver, request.sample_shift)
+    video = pipe(
+        image=condition,
+        prompt=request.prompt,
+        negative_prompt=DEFAULT_NEGATIVE_PROMPT,
+        height=request.height,
+        width=request.width,
+        num_frames=request.num_frames,
+        num_inference_steps=request.infer_steps,
+        guidance_scale=request.guidance_scale,
+        generator=torch.Generator(device="cpu").manual_seed(request.seed),
+        output_type="np",
+    ).frames[0]
     theirs = np.clip(np.rint(video * 255.0), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(ours.frames, theirs)
 
 
-def test_phases_are_reported_in_order_and_timed(tiny_pipe: WanImageToVideoPipeline) -> None:
+@pytest.mark.parametrize("solver", SAMPLE_SOLVERS)
+@pytest.mark.parametrize("guidance", [1.0, 4.0])
+def test_new_loop_matches_the_old_pipeline_call_exactly(tiny_components: WanComponents, solver: str, guidance: float) -> None:
+    request = _request(seed=11, infer_steps=3, sample_solver=solver, guidance_scale=guidance, negative_prompt="blurry")
+    old_steps: list[int] = []
+    old = old_generate(tiny_components.as_diffusers_components(), request, old_steps)
+    new_steps: list[tuple[int, int]] = []
+    new = _run(tiny_components, request, JobHooks(step=lambda done, total: new_steps.append((done, total))))
+    np.testing.assert_array_equal(new.frames, old)
+    assert [done for done, _ in new_steps] == old_steps == [1, 2, 3]
+
+
+def test_phases_are_reported_in_order_and_timed(tiny_components: WanComponents) -> None:
     phases: list[str] = []
-    result = generate(tiny_pipe, _request(), device=CPU, on_phase=phases.append, on_step=lambda step, total: None)
+    result = _run(tiny_components, _request(), JobHooks(phase=phases.append))
     assert phases == ["encoding", "denoising", "decoding"]
     assert list(result.timings) == ["encoding", "denoising", "decoding"]
     assert all(seconds >= 0.0 for seconds in result.timings.values())
 
 
-def test_on_step_is_called_once_per_step_in_order(tiny_pipe: WanImageToVideoPipeline) -> None:
+def test_step_hook_is_called_once_per_step_in_order(tiny_components: WanComponents) -> None:
     steps: list[tuple[int, int]] = []
-    generate(tiny_pipe, _request(infer_steps=4), device=CPU, on_phase=lambda phase: None,
-             on_step=lambda step, total: steps.append((step, total)))
+    _run(tiny_components, _request(infer_steps=4), JobHooks(step=lambda step, total: steps.append((step, total))))
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_chunk_hook_runs_between_vae_chunks_of_the_encode_and_the_decode(tiny_components: WanComponents) -> None:
+    chunks: list[tuple[str, int, int]] = []
+    _run(tiny_components, _request(num_frames=9), JobHooks(chunk=lambda phase, done, total: chunks.append((phase, done, total))))
+    # 9 frames: the encode takes the first frame, then 4 at a time (3 chunks); the decode
+    # goes latent frame by latent frame (3 of them).
+    assert chunks == [("encoding", 1, 3), ("encoding", 2, 3), ("encoding", 3, 3),
+                      ("decoding", 1, 3), ("decoding", 2, 3), ("decoding", 3, 3)]
 
 
 class _Cancelled(Exception):
     pass
 
 
-def test_exception_from_on_step_stops_generation(tiny_pipe: WanImageToVideoPipeline) -> None:
+def test_exception_from_the_step_hook_stops_generation(tiny_components: WanComponents) -> None:
     phases: list[str] = []
     steps: list[int] = []
     cancel = _Cancelled("job 7 cancelled")
@@ -137,68 +158,93 @@ def test_exception_from_on_step_stops_generation(tiny_pipe: WanImageToVideoPipel
             raise cancel
 
     with pytest.raises(_Cancelled) as caught:
-        generate(tiny_pipe, _request(infer_steps=4), device=CPU, on_phase=phases.append, on_step=on_step)
+        _run(tiny_components, _request(infer_steps=4), JobHooks(phase=phases.append, step=on_step))
     assert caught.value is cancel
     assert steps == [1, 2]
     assert phases == ["encoding", "denoising"]
 
 
-def test_pipeline_is_reusable_after_a_cancelled_job(tiny_pipe: WanImageToVideoPipeline) -> None:
-    checkpoint_scheduler = tiny_pipe.scheduler
+def test_a_stop_during_the_vae_decode_takes_effect_after_one_chunk(tiny_components: WanComponents) -> None:
+    chunks: list[int] = []
 
+    def on_chunk(phase: str, done: int, total: int) -> None:
+        if phase == "decoding":
+            chunks.append(done)
+            raise _Cancelled()
+
+    with pytest.raises(_Cancelled):
+        _run(tiny_components, _request(num_frames=17), JobHooks(chunk=on_chunk))
+    assert chunks == [1]  # one latent frame of 5 decoded, then stopped
+    # The VAE's frame cache is cleared for the next job.
+    assert all(entry is None for entry in tiny_components.vae._feat_map)
+
+
+def test_a_stop_at_a_phase_boundary_skips_the_phase(tiny_components: WanComponents) -> None:
+    steps: list[int] = []
+
+    def on_phase(phase: str) -> None:
+        if phase == "denoising":
+            raise _Cancelled()
+
+    with pytest.raises(_Cancelled):
+        _run(tiny_components, _request(), JobHooks(phase=on_phase, step=lambda done, total: steps.append(done)))
+    assert steps == []
+
+
+def test_components_are_reusable_after_a_cancelled_job(tiny_components: WanComponents) -> None:
     def cancel_at_once(step: int, total: int) -> None:
         raise _Cancelled()
 
     with pytest.raises(_Cancelled):
-        generate(
-            tiny_pipe, _request(sample_solver="euler"), device=CPU, on_phase=lambda p: None, on_step=cancel_at_once
-        )
-    assert tiny_pipe.scheduler is checkpoint_scheduler
-    baseline = _run(tiny_pipe, _request(seed=9))
-    again = _run(tiny_pipe, _request(seed=9))
+        _run(tiny_components, _request(sample_solver="euler"), JobHooks(step=cancel_at_once))
+    baseline = _run(tiny_components, _request(seed=9))
+    again = _run(tiny_components, _request(seed=9))
     np.testing.assert_array_equal(baseline.frames, again.frames)
 
 
 # --------------------------------------------------------------------------- prompts
 
 
-def _spy_on_encode_prompt(monkeypatch: pytest.MonkeyPatch, pipe: WanImageToVideoPipeline) -> list[dict[str, Any]]:
-    calls: list[dict[str, Any]] = []
-    original = pipe.encode_prompt
+def _spy_on_t5(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    texts: list[str] = []
+    original = encode_module._t5
 
-    def spy(**kwargs: Any) -> Any:
-        # The pipeline calls encode_prompt again with our embeddings; only real encodes count.
-        if kwargs.get("prompt") is not None:
-            calls.append(kwargs)
-        return original(**kwargs)
+    def spy(components: Any, text: str, device: Any) -> Any:
+        texts.append(text)
+        return original(components, text, device)
 
-    monkeypatch.setattr(pipe, "encode_prompt", spy)
-    return calls
+    monkeypatch.setattr(encode_module, "_t5", spy)
+    return texts
 
 
 @pytest.mark.parametrize("negative", [None, "", "   "])
 def test_empty_negative_prompt_uses_wan_default(
-    tiny_pipe: WanImageToVideoPipeline, monkeypatch: pytest.MonkeyPatch, negative: str | None
+    tiny_components: WanComponents, monkeypatch: pytest.MonkeyPatch, negative: str | None
 ) -> None:
-    calls = _spy_on_encode_prompt(monkeypatch, tiny_pipe)
-    _run(tiny_pipe, _request(negative_prompt=negative, infer_steps=1))
-    assert [call["negative_prompt"] for call in calls] == [DEFAULT_NEGATIVE_PROMPT]
-    assert calls[0]["max_sequence_length"] == 512
+    texts = _spy_on_t5(monkeypatch)
+    _run(tiny_components, _request(negative_prompt=negative, infer_steps=1))
+    assert texts == ["a cat walks across a sunny garden", DEFAULT_NEGATIVE_PROMPT]
 
 
-def test_given_negative_prompt_is_used(tiny_pipe: WanImageToVideoPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _spy_on_encode_prompt(monkeypatch, tiny_pipe)
-    _run(tiny_pipe, _request(negative_prompt="blurry, static", infer_steps=1))
-    assert calls[0]["negative_prompt"] == "blurry, static"
+def test_given_negative_prompt_is_used(tiny_components: WanComponents, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = _spy_on_t5(monkeypatch)
+    _run(tiny_components, _request(negative_prompt="blurry, static", infer_steps=1))
+    assert texts[1] == "blurry, static"
 
 
 def test_guidance_of_one_skips_the_negative_prompt(
-    tiny_pipe: WanImageToVideoPipeline, monkeypatch: pytest.MonkeyPatch
+    tiny_components: WanComponents, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = _spy_on_encode_prompt(monkeypatch, tiny_pipe)
-    result = _run(tiny_pipe, _request(guidance_scale=1.0, infer_steps=1))
-    assert calls[0]["do_classifier_free_guidance"] is False
+    texts = _spy_on_t5(monkeypatch)
+    result = _run(tiny_components, _request(guidance_scale=1.0, infer_steps=1))
+    assert texts == ["a cat walks across a sunny garden"]
     assert result.frames.shape == (9, 64, 64, 3)
+
+
+def test_prompts_are_padded_to_512_tokens(tiny_components: WanComponents, cpu_ctx) -> None:  # noqa: F811
+    (embeds,) = encode_module.encode_texts(tiny_components, ["a red car"], cpu_ctx)
+    assert embeds.shape == (1, 512, tiny_components.text_encoder.config.d_model)
+    assert embeds[0, 4:].abs().max() == 0  # three words and </s>, then zeros
 
 
 # --------------------------------------------------------------------------- validation
@@ -221,18 +267,18 @@ def test_guidance_of_one_skips_the_negative_prompt(
     ],
 )
 def test_invalid_requests_are_rejected_before_any_work(
-    tiny_pipe: WanImageToVideoPipeline, overrides: dict[str, Any], message: str
+    tiny_components: WanComponents, overrides: dict[str, Any], message: str
 ) -> None:
     phases: list[str] = []
     with pytest.raises(ValueError, match=message):
-        generate(tiny_pipe, _request(**overrides), device=CPU, on_phase=phases.append, on_step=lambda s, t: None)
+        _run(tiny_components, _request(**overrides), JobHooks(phase=phases.append))
     assert phases == []
 
 
-def test_a_pipeline_not_built_by_the_loader_is_rejected(tiny_pipe: WanImageToVideoPipeline) -> None:
-    plain = WanImageToVideoPipeline(**tiny_pipe.components)
-    with pytest.raises(TypeError, match=r"pipe must be loaded with inference.checkpoint.load_pipeline"):
-        _run(plain, _request())
+def test_components_not_built_by_the_loader_are_rejected(tiny_components: WanComponents) -> None:
+    plain = WanImageToVideoPipeline(**tiny_components.as_diffusers_components())
+    with pytest.raises(TypeError, match=r"components must come from inference.pipeline.loading"):
+        _run(plain, _request())  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- schedulers
@@ -247,32 +293,32 @@ def test_a_pipeline_not_built_by_the_loader_is_rejected(tiny_pipe: WanImageToVid
     ],
 )
 def test_make_scheduler_returns_a_fresh_flow_scheduler_per_call(
-    tiny_pipe: WanImageToVideoPipeline, solver: str, cls: type
+    tiny_components: WanComponents, solver: str, cls: type
 ) -> None:
-    first = make_scheduler(tiny_pipe.scheduler.config, solver, 3.0)
-    second = make_scheduler(tiny_pipe.scheduler.config, solver, 3.0)
+    first = make_scheduler(tiny_components.scheduler_config, solver, 3.0)
+    second = make_scheduler(tiny_components.scheduler_config, solver, 3.0)
     assert type(first) is cls
     assert first is not second
     assert first.config.num_train_timesteps == 1000
 
 
-def test_flow_solvers_apply_the_requested_shift(tiny_pipe: WanImageToVideoPipeline) -> None:
-    unipc = make_scheduler(tiny_pipe.scheduler.config, "unipc", 3.0)
+def test_flow_solvers_apply_the_requested_shift(tiny_components: WanComponents) -> None:
+    unipc = make_scheduler(tiny_components.scheduler_config, "unipc", 3.0)
     assert (unipc.config.prediction_type, unipc.config.use_flow_sigmas) == ("flow_prediction", True)
     assert unipc.config.flow_shift == 3.0
-    dpm = make_scheduler(tiny_pipe.scheduler.config, "dpm++", 7.0)
+    dpm = make_scheduler(tiny_components.scheduler_config, "dpm++", 7.0)
     assert (dpm.config.algorithm_type, dpm.config.solver_order, dpm.config.flow_shift) == ("dpmsolver++", 2, 7.0)
     assert (dpm.config.prediction_type, dpm.config.use_flow_sigmas) == ("flow_prediction", True)
-    euler = make_scheduler(tiny_pipe.scheduler.config, "euler", 4.0)
+    euler = make_scheduler(tiny_components.scheduler_config, "euler", 4.0)
     assert euler.config.shift == 4.0
 
 
 @pytest.mark.parametrize("solver", SAMPLE_SOLVERS)
 def test_every_solver_runs_from_pure_noise_to_clean_and_a_larger_shift_keeps_more_noise(
-    tiny_pipe: WanImageToVideoPipeline, solver: str
+    tiny_components: WanComponents, solver: str
 ) -> None:
     def sigmas(shift: float) -> np.ndarray:
-        scheduler = make_scheduler(tiny_pipe.scheduler.config, solver, shift)
+        scheduler = make_scheduler(tiny_components.scheduler_config, solver, shift)
         scheduler.set_timesteps(10)
         return np.asarray(scheduler.sigmas, dtype=np.float64)  # (11,) ending with 0
 

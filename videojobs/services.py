@@ -464,7 +464,15 @@ def register_worker(
 
 
 @transaction.atomic
-def update_worker(*, name: str, state: str, current_job_id: int | None = None, detail: str = "", job_done: bool = False) -> None:
+def update_worker(
+    *,
+    name: str,
+    state: str,
+    current_job_id: int | None = None,
+    detail: str = "",
+    job_done: bool = False,
+    topology: dict[str, Any] | None = None,
+) -> None:
     if state not in WorkerState.values:
         raise ValueError(f"unknown worker state {state!r}")
     changes: dict[str, Any] = {
@@ -475,6 +483,8 @@ def update_worker(*, name: str, state: str, current_job_id: int | None = None, d
     }
     if job_done:
         changes["jobs_done"] = F("jobs_done") + 1
+    if topology is not None:
+        changes["topology"] = topology
     InferenceWorker.objects.filter(name=name).update(**changes)
 
 

@@ -1,0 +1,199 @@
+"""Loading the pipeline of one rank: which component goes where, whole or sharded.
+
+The placement plan, per component and topology switch:
+
+| component | default | switch |
+|---|---|---|
+| DiT | whole, on the device | DIT_FSDP: FSDP2 shards, each rank reading only its rows |
+| UMT5 text encoder | whole, on the device | T5_FSDP: sharded as the DiT; T5_CPU: rank 0's host memory only |
+| CLIP image encoder, VAE | whole, on the device | (VAE_PARALLEL splits the VAE's work, not its weights) |
+
+Every component gets an explicit dtype (``default_dtypes`` of the device, or an override).
+After loading, the DiT gets its attention backend and, when the sequence is split, diffusers'
+context parallelism over the group's (ring, ulysses) mesh.
+"""
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+from inference.checkpoint import read_model_index, scheduler_class, validate_checkpoint_dir
+from inference.devices import DeviceSpec, default_dtypes, memory_stats
+from inference.parallel.context import ParallelContext
+from inference.parallel.fsdp import (
+    apply_dtypes,
+    diffusers_fp32_patterns,
+    held_bytes,
+    load_into,
+    non_persistent_buffers,
+    shard_blocks,
+    transformers_fp32_patterns,
+    weight_map,
+)
+from inference.parallel.sequence import enable_sequence_parallel
+from inference.pipeline.components import WanComponents
+
+logger = logging.getLogger(__name__)
+
+MODEL_COMPONENTS: tuple[str, ...] = ("transformer", "vae", "text_encoder", "image_encoder")
+
+
+@dataclass
+class LoadOptions:
+    ckpt_dir: Path
+    device: DeviceSpec
+    dtypes: dict[str, torch.dtype] | None = None  # None -> default_dtypes(device)
+
+
+def resolve_dtypes(options: LoadOptions) -> dict[str, torch.dtype]:
+    dtypes = dict(default_dtypes(options.device))
+    if options.dtypes is not None:
+        unknown = sorted(set(options.dtypes) - set(MODEL_COMPONENTS))
+        if unknown:
+            raise ValueError(f"dtypes has unknown components {unknown}; allowed: {', '.join(MODEL_COMPONENTS)}")
+        dtypes.update(options.dtypes)
+    return dtypes
+
+
+def _frozen(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """An inference-only module on device, in eval mode and without gradients."""
+    module = module.to(device)
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+# --------------------------------------------------------------------------- sharded (FSDP2)
+
+
+def _meta_prepared(model: torch.nn.Module, dtype: torch.dtype, fp32_patterns: tuple[str, ...]) -> None:
+    apply_dtypes(model, dtype, fp32_patterns)
+    model.eval()
+    model.requires_grad_(False)
+
+
+def sharded_transformer(folder: Path, dtype: torch.dtype, ctx: ParallelContext) -> WanTransformer3DModel:
+    """The DiT built on the meta device, sharded per block, filled from this rank's rows."""
+    # 1. Structure without memory, in from_pretrained's dtypes.
+    with torch.device("meta"):
+        model = WanTransformer3DModel.from_config(WanTransformer3DModel.load_config(folder))
+    _meta_prepared(model, dtype, diffusers_fp32_patterns(WanTransformer3DModel))
+    # 2. Shard, materialise empty, then read the local rows.
+    shard_blocks(model, model.blocks, ctx.meshes.flat)
+    model.to_empty(device=ctx.device.torch_device)
+    load_into(model, weight_map(folder, "diffusion_pytorch_model"))
+    # 3. The rotary tables are not in any checkpoint: to_empty left garbage in them.
+    config = model.config
+    fresh = WanRotaryPosEmbed(config.attention_head_dim, config.patch_size, config.rope_max_seq_len)
+    for name in ("freqs_cos", "freqs_sin"):
+        setattr(model.rope, name, getattr(fresh, name).to(device=ctx.device.torch_device, dtype=getattr(model.rope, name).dtype))
+    _expect_no_other_derived_buffers(model, {"rope.freqs_cos", "rope.freqs_sin"})
+    return model
+
+
+def sharded_text_encoder(folder: Path, dtype: torch.dtype, ctx: ParallelContext) -> UMT5EncoderModel:
+    """UMT5 built on the meta device, sharded per block, filled from this rank's rows."""
+    with torch.device("meta"):
+        model = UMT5EncoderModel(UMT5Config.from_pretrained(folder))
+    _meta_prepared(model, dtype, transformers_fp32_patterns(model, dtype))
+    shard_blocks(model, model.encoder.block, ctx.meshes.flat)
+    model.to_empty(device=ctx.device.torch_device)
+    load_into(model, weight_map(folder, "model"))
+    _expect_no_other_derived_buffers(model, set())
+    return model
+
+
+def _expect_no_other_derived_buffers(model: torch.nn.Module, recomputed: set[str]) -> None:
+    # A buffer that no checkpoint holds would be garbage after to_empty: fail loudly instead.
+    left = sorted(set(non_persistent_buffers(model)) - recomputed)
+    if left:
+        raise RuntimeError(f"{type(model).__name__} has derived buffers {left} that sharded loading does not rebuild")
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def _load_transformer(ckpt_dir: Path, dtype: torch.dtype, ctx: ParallelContext) -> WanTransformer3DModel:
+    if ctx.topology.dit_fsdp:
+        return sharded_transformer(ckpt_dir / "transformer", dtype, ctx)
+    model = WanTransformer3DModel.from_pretrained(ckpt_dir, subfolder="transformer", torch_dtype=dtype, local_files_only=True)
+    return _frozen(model, ctx.device.torch_device)
+
+
+def _load_text_encoder(ckpt_dir: Path, dtype: torch.dtype, ctx: ParallelContext) -> UMT5EncoderModel | None:
+    folder = ckpt_dir / "text_encoder"
+    if ctx.topology.t5_cpu:
+        # One copy in host memory, on rank 0; the others receive the embeddings.
+        if not ctx.is_leader:
+            return None
+        return _frozen(UMT5EncoderModel.from_pretrained(folder, dtype=dtype, local_files_only=True), torch.device("cpu"))
+    if ctx.topology.t5_fsdp:
+        return sharded_text_encoder(folder, dtype, ctx)
+    # transformers 5 takes `dtype`; `torch_dtype` is deprecated there.
+    return _frozen(UMT5EncoderModel.from_pretrained(folder, dtype=dtype, local_files_only=True), ctx.device.torch_device)
+
+
+def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents:
+    """Load every component of the checkpoint onto this rank as the topology places it."""
+    # 1. Fail fast, with one readable line, before spending minutes on the weights.
+    ckpt_dir = Path(options.ckpt_dir)
+    validate_checkpoint_dir(ckpt_dir)
+    index = read_model_index(ckpt_dir)
+    dtypes = resolve_dtypes(options)
+    device = ctx.device.torch_device
+    started = time.perf_counter()
+
+    # 2. The neural components, each in its own dtype. Wan keeps the VAE and CLIP in fp32.
+    transformer = _load_transformer(ckpt_dir, dtypes["transformer"], ctx)
+    text_encoder = _load_text_encoder(ckpt_dir, dtypes["text_encoder"], ctx)
+    vae = AutoencoderKLWan.from_pretrained(ckpt_dir, subfolder="vae", torch_dtype=dtypes["vae"], local_files_only=True)
+    image_encoder = CLIPVisionModel.from_pretrained(
+        ckpt_dir / "image_encoder", dtype=dtypes["image_encoder"], local_files_only=True
+    )
+
+    # 3. The non-neural parts. The PIL image processor is chosen explicitly: without torchvision
+    # transformers 5 silently swaps CLIPImageProcessor for it, and with torchvision the default
+    # backend resizes slightly differently, so results would depend on the machine.
+    tokenizer = AutoTokenizer.from_pretrained(ckpt_dir / "tokenizer", local_files_only=True)
+    image_processor = CLIPImageProcessorPil.from_pretrained(ckpt_dir / "image_processor", local_files_only=True)
+    scheduler = scheduler_class(index, ckpt_dir).from_pretrained(ckpt_dir, subfolder="scheduler", local_files_only=True)
+
+    # 4. The DiT's attention, split over the sequence ranks when the topology says so.
+    backend = enable_sequence_parallel(transformer, ctx.topology, ctx.meshes, ctx.device.kind)
+    components = WanComponents(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        image_processor=image_processor,
+        image_encoder=_frozen(image_encoder, device),
+        vae=_frozen(vae, device),
+        transformer=transformer,
+        scheduler_config=dict(scheduler.config),
+        text_on_cpu=ctx.topology.t5_cpu,
+        attention_backend=backend,
+    )
+    components.held_bytes = {
+        name: held_bytes(getattr(components, name)) for name in ("transformer", "text_encoder", "image_encoder", "vae")
+    }
+    _log_memory(components, ctx, time.perf_counter() - started)
+    return components
+
+
+def _log_memory(components: WanComponents, ctx: ParallelContext, seconds: float) -> None:
+    """Per rank: parameter bytes held per component, peak host and device memory."""
+    gib = 1024**3
+    held = ", ".join(f"{name} {size / gib:.3f}" for name, size in components.held_bytes.items())
+    host_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    device = memory_stats(ctx.device).get("max_allocated_bytes")
+    device_text = f"{device / gib:.2f} GiB" if device is not None else "n/a (cpu)"
+    logger.info(
+        "rank %d loaded in %.1f s: parameters held (GiB) %s; peak host RSS %.2f GiB; peak device %s",
+        ctx.rank, seconds, held, host_peak / gib, device_text,
+    )
