@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,25 +36,41 @@ class Child:
     started_at: float = 0.0
 
 
+def daemon_command() -> list[str]:
+    """The inference daemon: one process, torchrun on this host, or this host's part of a
+    multi-host group (torchrun --nnodes with a fixed rendezvous)."""
+    python = sys.executable
+    manage = str(settings.BASE_DIR / "manage.py")
+    nproc, nnodes = settings.INFERENCE_NPROC, settings.INFERENCE_NNODES
+    if nproc == 1 and nnodes == 1:
+        return [python, manage, "run_inference_daemon"]
+    torchrun = [python, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    if nnodes == 1:
+        torchrun.append("--standalone")
+    else:
+        torchrun += [f"--nnodes={nnodes}", f"--node_rank={settings.INFERENCE_NODE_RANK}",
+                     f"--master_addr={settings.MASTER_ADDR}", f"--master_port={settings.MASTER_PORT}"]
+    return [*torchrun, manage, "run_inference_daemon"]
+
+
 def child_commands() -> list[Child]:
     python = sys.executable
     manage = str(settings.BASE_DIR / "manage.py")
-    nproc = settings.INFERENCE_NPROC
-    if nproc > 1:
-        daemon = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", manage, "run_inference_daemon"]
-    else:
-        daemon = [python, manage, "run_inference_daemon"]
     bind = f"{settings.SERVER_HOST}:{settings.SERVER_PORT}"
-    return [
-        Child("web", [python, "-m", "gunicorn", "config.wsgi:application", "--bind", bind,
-                      "--workers", str(settings.WEB_WORKERS), "--access-logfile", "-", "--graceful-timeout", "10"]),
-        Child("qcluster", [python, manage, "qcluster"]),
-        Child("inference", daemon),
-    ]
+    children = {
+        "web": Child("web", [python, "-m", "gunicorn", "config.wsgi:application", "--bind", bind,
+                             "--workers", str(settings.WEB_WORKERS), "--access-logfile", "-", "--graceful-timeout", "10"]),
+        "qcluster": Child("qcluster", [python, manage, "qcluster"]),
+        "inference": Child("inference", daemon_command()),
+    }
+    return [children[role] for role in ("web", "qcluster", "inference") if role in settings.SERVICE_ROLES]
 
 
 def prepare() -> None:
-    """Schema, static files and the periodic sweeps, before anything serves."""
+    """Schema, static files and the periodic sweeps, before anything serves (on the host that
+    serves the web; an inference-only host finds them done)."""
+    if "web" not in settings.SERVICE_ROLES:
+        return
     call_command("migrate", interactive=False, verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)
     from videojobs.schedules import ensure_schedules
@@ -81,7 +98,10 @@ def run() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    logger.info("serving on http://%s:%s (docs at /docs); Ctrl-C stops everything", settings.SERVER_HOST, settings.SERVER_PORT)
+    if "web" in settings.SERVICE_ROLES:
+        logger.info("serving on http://%s:%s (docs at /docs); Ctrl-C stops everything", settings.SERVER_HOST, settings.SERVER_PORT)
+    for child in children:
+        logger.info("%s: %s", child.name, shlex.join(child.argv))
     if not settings.MODEL_CKPT_DIR:
         logger.warning("MODEL_CKPT_DIR is unset: the daemon runs the tiny random-weight model, which produces noise")
     try:

@@ -143,6 +143,19 @@ MODEL_DTYPES = {
     )
 }
 INFERENCE_NPROC = env.integer("INFERENCE_NPROC", 1, minimum=1, maximum=64)
+# One daemon group across several hosts (torchrun --nnodes): every host runs the supervisor
+# (or torchrun) with the same NNODES, MASTER_ADDR and MASTER_PORT and its own NODE_RANK.
+INFERENCE_NNODES = env.integer("NNODES", 1, minimum=1, maximum=1024)
+INFERENCE_NODE_RANK = env.integer("NODE_RANK", 0, minimum=0, maximum=1023)
+MASTER_ADDR = env.string("MASTER_ADDR", "127.0.0.1")
+MASTER_PORT = env.integer("MASTER_PORT", 29500, minimum=1, maximum=65535)
+if INFERENCE_NODE_RANK >= INFERENCE_NNODES:
+    raise ImproperlyConfigured(f"NODE_RANK must be < NNODES ({INFERENCE_NNODES}), got {INFERENCE_NODE_RANK}")
+# Which processes `make run` / scripts/start_service.sh supervise on this host: the other
+# nodes of a multi-host group, or extra daemon hosts, run only "inference".
+SERVICE_ROLES = env.csv("SERVICE_ROLES", ["web", "qcluster", "inference"])
+if not SERVICE_ROLES or set(SERVICE_ROLES) - {"web", "qcluster", "inference"}:
+    raise ImproperlyConfigured(f"SERVICE_ROLES must be a comma list of web, qcluster, inference, got {SERVICE_ROLES!r}")
 DIST_TIMEOUT_SECONDS = env.integer("DIST_TIMEOUT_SECONDS", 1800, minimum=10)
 WORKER_STALE_SECONDS = env.integer("WORKER_STALE_SECONDS", 60, minimum=5)
 VIDEO_FPS = 16

@@ -104,6 +104,7 @@ class _ActiveJob:
     request_id: str
     deadline: float  # epoch seconds: started_at + TASK_TIMEOUT
     lost: threading.Event = field(default_factory=threading.Event)
+    position: str = "start"  # where the job last synchronised: "step 7/30", "decoding chunk 3/21"
 
 
 class Daemon:
@@ -321,7 +322,7 @@ class Daemon:
             hooks = JobHooks(
                 phase=lambda phase: self._on_phase(active, phase),
                 step=lambda step, total: self._on_step(active, step, total),
-                chunk=lambda phase, done, total: self._on_chunk(active),
+                chunk=lambda phase, done, total: self._on_chunk(active, f"{phase} chunk {done}/{total}"),
             )
             result = generate(self.components, request, ctx=self.ctx, hooks=hooks)
             timings.update(result.timings)
@@ -333,6 +334,9 @@ class Daemon:
             outcome = agree_flag(self.runtime, StopFlag.CONTINUE)
         except JobStopped as stopped:
             outcome = stopped.flag
+            # Every rank says where it stopped: the same place on all of them, by construction.
+            logger.info("rank %d stopped job %s (%s) at %s", self.runtime.rank, active.request_id, outcome.name,
+                        active.position)
         except GroupBroken:
             raise
         except Exception as exc:  # noqa: BLE001 - any job error fails the job, not the daemon
@@ -355,11 +359,13 @@ class Daemon:
     # a stop decided by rank 0 (cancel, timeout, shutdown, lost lease) stops all ranks there.
 
     def _on_phase(self, active: _ActiveJob, phase: str) -> None:
+        active.position = f"the start of {phase}"
         if self.runtime.is_leader:
             self._report_phase(active, phase)
         self._agree(active)
 
     def _on_step(self, active: _ActiveJob, step: int, total: int) -> None:
+        active.position = f"step {step}/{total}"
         if self.runtime.is_leader:
             from videojobs import services
 
@@ -369,7 +375,8 @@ class Daemon:
                 active.lost.set()
         self._agree(active)
 
-    def _on_chunk(self, active: _ActiveJob) -> None:
+    def _on_chunk(self, active: _ActiveJob, position: str) -> None:
+        active.position = position
         self._agree(active)
 
     def _report_phase(self, active: _ActiveJob, phase: str) -> None:

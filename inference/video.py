@@ -120,3 +120,12 @@ def probe_mp4(path: Path) -> VideoInfo:
         height=int(height),
         duration_seconds=count / fps if fps else 0.0,
     )
+
+
+def read_frames(path: Path) -> np.ndarray:
+    """Decode an MP4 to (F, H, W, 3) uint8 frames (tests and benchmarks compare videos so)."""
+    reader = imageio.get_reader(Path(path), format="FFMPEG")
+    try:
+        return np.stack([np.asarray(frame, dtype=np.uint8) for frame in reader])
+    finally:
+        reader.close()

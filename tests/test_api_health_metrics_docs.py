@@ -34,6 +34,26 @@ def test_health_is_200_with_a_fresh_idle_worker(api):
         assert key in body
 
 
+def test_health_reports_the_topology_the_ready_worker_runs_not_the_web_settings(api, settings):
+    settings.DIT_FSDP, settings.ULYSSES_SIZE = False, None
+    running = {"world_size": 8, "ulysses_size": 4, "ring_size": 1, "cfg_size": 2, "dit_fsdp": True,
+               "t5_fsdp": False, "t5_cpu": True, "vae_parallel": True, "device": "cuda", "attention_backend": "native"}
+    services.register_worker(name="g8", host="h", pid=1, world_size=8, topology=running, device="cuda:0", model="m")
+    services.update_worker(name="g8", state="idle")
+    config = api.get("/health").json()["config"]
+    assert {k: config[k] for k in ("world_size", "ulysses_size", "cfg_size", "dit_fsdp", "t5_cpu", "vae_parallel")} == {
+        "world_size": 8, "ulysses_size": 4, "cfg_size": 2, "dit_fsdp": True, "t5_cpu": True, "vae_parallel": True}
+    assert config["source"] == "worker g8"
+    assert api.get("/metrics").json()["config"]["model"]["ulysses_size"] == 4
+
+
+def test_health_without_a_worker_reports_the_configured_switches_as_such(api, settings):
+    settings.T5_CPU = True
+    config = api.get("/health").json()["config"]
+    assert config["t5_cpu"] is True and config["world_size"] is None
+    assert config["source"].startswith("settings")
+
+
 def test_health_ignores_a_worker_whose_heartbeat_is_stale(api, settings):
     from videojobs.models import InferenceWorker
 

@@ -89,7 +89,8 @@ def test_web_process_never_imports_torch():
     code = (
         "import sys, django; django.setup();"
         "from django.test import Client; import config.urls, videojobs.admin, videojobs.tasks;"
-        "Client().get('/docs/schema'); Client().get('/metrics');"
+        "Client().get('/docs/schema'); Client().get('/metrics'); Client().get('/health');"
+        "from django.core.management import call_command; call_command('check', verbosity=0);"
         "print('torch' in sys.modules)"
     )
     result = subprocess.run(

@@ -47,3 +47,25 @@ def test_output_dir_under_a_file_is_an_error(settings, tmp_path):
 def test_output_dir_that_can_be_created_is_fine(settings, tmp_path):
     settings.OUTPUT_DIR = tmp_path / "new" / "videos"
     assert checks.check_output_dir() == []
+
+
+def test_a_topology_that_does_not_fit_the_ranks_is_a_warning_naming_the_fix(settings, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    settings.INFERENCE_NPROC, settings.INFERENCE_NNODES = 4, 1
+    settings.ULYSSES_SIZE, settings.RING_SIZE, settings.CFG_SIZE = 8, None, 1
+    messages = checks.check_topology()
+    assert ids(messages) == ["videojobs.W004"]
+    assert "WORLD_SIZE=4" in messages[0].msg and "ULYSSES_SIZE=4 RING_SIZE=1 CFG_SIZE=1" in messages[0].msg
+
+
+def test_torchruns_world_size_is_the_one_checked(settings, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    settings.INFERENCE_NPROC, settings.ULYSSES_SIZE, settings.RING_SIZE, settings.CFG_SIZE = 1, 4, None, 2
+    assert checks.check_topology() == []
+
+
+def test_exclusive_t5_switches_are_a_warning(settings, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    settings.INFERENCE_NPROC, settings.ULYSSES_SIZE, settings.RING_SIZE, settings.CFG_SIZE = 2, None, None, 1
+    settings.T5_CPU, settings.T5_FSDP = True, True
+    assert ids(checks.check_topology()) == ["videojobs.W004"]

@@ -99,6 +99,31 @@ def worker_summary(*, now=None) -> dict[str, Any]:
     return {"workers": workers, "ready": sum(1 for w in workers if w["state"] in ("idle", "busy"))}
 
 
+TOPOLOGY_KEYS: tuple[str, ...] = (
+    "world_size", "ulysses_size", "ring_size", "cfg_size", "dit_fsdp", "t5_fsdp", "t5_cpu", "vae_parallel",
+)
+
+
+def running_topology(*, workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The topology that actually runs: the first ready worker's. Without one, the configured
+    switches, marked as such (this process's settings, not a running daemon)."""
+    for worker in workers:
+        if worker["state"] in ("idle", "busy") and worker["topology"]:
+            topology = {key: worker["topology"].get(key) for key in TOPOLOGY_KEYS}
+            return {**topology, "source": f"worker {worker['name']}"}
+    return {
+        "world_size": None,
+        "ulysses_size": settings.ULYSSES_SIZE,
+        "ring_size": settings.RING_SIZE,
+        "cfg_size": settings.CFG_SIZE,
+        "dit_fsdp": settings.DIT_FSDP,
+        "t5_fsdp": settings.T5_FSDP,
+        "t5_cpu": settings.T5_CPU,
+        "vae_parallel": settings.VAE_PARALLEL,
+        "source": "settings (no inference worker is ready)",
+    }
+
+
 def status_counts() -> dict[str, int]:
     counts = {s.value: 0 for s in JobStatus}
     for row in VideoJob.objects.values("status").annotate(n=Count("id")):

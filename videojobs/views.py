@@ -150,9 +150,7 @@ class HealthView(APIView):
             "rank": 0,
             "world_size": block["service"]["pipeline_world_size"],
             "config": {
-                "t5_cpu": settings.T5_CPU,
-                "dit_fsdp": settings.DIT_FSDP,
-                "vae_parallel": settings.VAE_PARALLEL,
+                **selectors.running_topology(workers=block["workers"]["workers"]),
                 "max_concurrent": settings.MAX_CONCURRENT_TASKS,
                 "task_timeout": settings.TASK_TIMEOUT,
             },
@@ -173,12 +171,7 @@ class MetricsView(APIView):
             "timestamp": round(now, 3),
             **block,
             "config": {
-                "model": {
-                    "t5_cpu": settings.T5_CPU,
-                    "dit_fsdp": settings.DIT_FSDP,
-                    "vae_parallel": settings.VAE_PARALLEL,
-                    "ulysses_size": settings.ULYSSES_SIZE,
-                },
+                "model": selectors.running_topology(workers=block["workers"]["workers"]),
                 "business": {
                     "max_concurrent_tasks": settings.MAX_CONCURRENT_TASKS,
                     "task_timeout": settings.TASK_TIMEOUT,
