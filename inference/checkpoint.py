@@ -121,6 +121,14 @@ def validate_checkpoint_dir(path: Path | str) -> None:
     if not ckpt_dir.is_dir():
         raise CheckpointError(f"MODEL_CKPT_DIR {ckpt_dir} is not a folder")
     if not (ckpt_dir / "model_index.json").is_file():
+        from inference.convert import is_original_layout
+
+        if is_original_layout(ckpt_dir):
+            raise CheckpointError(
+                f"MODEL_CKPT_DIR {ckpt_dir} is in the original Wan2.1 layout (Wan2.1_VAE.pth, models_t5_*.pth); "
+                f"convert it once with `manage.py convert_wan_checkpoint {ckpt_dir} {ckpt_dir}-diffusers` "
+                f"and set MODEL_CKPT_DIR={ckpt_dir}-diffusers"
+            )
         raise CheckpointError(f"MODEL_CKPT_DIR {ckpt_dir} is incomplete: missing model_index.json")
 
     # 2. It must be a Wan2.1 I2V checkpoint (Wan2.2's two-expert layout loads differently).

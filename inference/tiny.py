@@ -114,7 +114,7 @@ def _build_image_encoder() -> CLIPVisionModel:
     return CLIPVisionModel(config)
 
 
-def _build_image_processor() -> CLIPImageProcessorPil:
+def build_image_processor() -> CLIPImageProcessorPil:
     # The standard OpenAI CLIP preprocessing, as in the real checkpoint's image_processor/.
     return CLIPImageProcessorPil(
         do_resize=True,
@@ -137,7 +137,7 @@ def _build_vae() -> AutoencoderKLWan:
         base_dim=8,  # 96
         z_dim=LATENT_CHANNELS,
         dim_mult=[1, 2, 4, 4],
-        num_res_blocks=1,  # 2
+        num_res_blocks=2,  # as the real VAE (the original-layout converter relies on it)
         attn_scales=[],
         temperal_downsample=[False, True, True],
         dropout=0.0,
@@ -165,7 +165,7 @@ def _build_transformer() -> WanTransformer3DModel:
     )
 
 
-def _build_scheduler() -> UniPCMultistepScheduler:
+def build_scheduler() -> UniPCMultistepScheduler:
     return UniPCMultistepScheduler(
         num_train_timesteps=1000,
         prediction_type="flow_prediction",
@@ -194,8 +194,8 @@ def build_tiny_pipeline(*, seed: int = 0) -> WanImageToVideoPipeline:
         tokenizer=tokenizer,
         text_encoder=text_encoder.eval(),
         vae=vae.eval(),
-        scheduler=_build_scheduler(),
-        image_processor=_build_image_processor(),
+        scheduler=build_scheduler(),
+        image_processor=build_image_processor(),
         image_encoder=image_encoder.eval(),
         transformer=transformer.eval(),
     )

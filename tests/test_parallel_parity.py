@@ -53,7 +53,8 @@ def _trial(ckpt: Path, out: Path, nproc: int, cases: dict[str, tuple[str, float,
     if not selected:
         return
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "inference.parallel.trial", "--ckpt", str(ckpt), "--out", str(out), "--guidance", str(guidance)]
+            "-m", "inference.parallel.trial", "--ckpt", str(ckpt), "--out", str(out), "--guidance", str(guidance),
+            "--count-bytes"]
     for case in selected:
         argv += ["--case", case]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -115,3 +116,27 @@ def test_t5_on_the_cpu_lives_on_rank_zero_only(frames: Path) -> None:
     report = json.loads((frames / "all_switches_t5_cpu.json").read_text())
     held = [rank["held_bytes"]["text_encoder"] for rank in report["ranks"]]
     assert held[0] > 0 and held[1:] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("name", list(CASES_2) + list(CASES_4))
+def test_every_rank_sends_what_the_traffic_model_says(frames: Path, tiny_ckpt: Path, name: str) -> None:  # noqa: F811
+    # The formula that projects the real model's communication (bench/parallel_traffic.py) must
+    # account for every byte the tiny model's ranks actually sent while denoising.
+    import json
+
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from inference.parallel.topology import Topology
+    from inference.parallel.traffic import fsdp_shard_bytes, step_traffic
+
+    report = json.loads((frames / f"{name}.json").read_text())
+    topology = Topology(**report["topology"])
+    with torch.device("meta"):
+        dit = WanTransformer3DModel.from_config(WanTransformer3DModel.load_config(tiny_ckpt / "transformer"))
+    request = report["request"]
+    tokens = ((request["frames"] - 1) // 4 + 1) * (request["height"] // 16) * (request["width"] // 16)
+    expected = step_traffic(topology=topology, config=dit.config, tokens=tokens, activation_bytes=4,
+                            guidance=request["guidance"] > 1, fsdp_shard=fsdp_shard_bytes(dit, topology.world_size))
+    for rank in report["ranks"]:
+        assert rank["traffic"]["per_step"] == pytest.approx(expected), (rank["rank"], rank["traffic"]["per_step"])

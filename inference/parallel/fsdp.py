@@ -66,13 +66,18 @@ def shard_blocks(model: torch.nn.Module, blocks: Iterable[torch.nn.Module], mesh
 def apply_dtypes(model: torch.nn.Module, dtype: torch.dtype, fp32_patterns: Iterable[str]) -> None:
     """Cast floating parameters and buffers to dtype, keeping in fp32 those whose dotted name has
     a component in fp32_patterns: the rule diffusers and transformers apply in from_pretrained."""
-    patterns = tuple(fp32_patterns)
-    model.to(dtype)
-    if dtype == torch.float32 or not patterns:
-        return
-    for name, module in model.named_modules():
-        if any(part in patterns for part in name.split(".")):
-            module.to(torch.float32)
+    patterns = set(fp32_patterns)
+    for module_name, module in model.named_modules():
+        for registry in (module._parameters, module._buffers):
+            for name, tensor in registry.items():
+                if tensor is None or not tensor.is_floating_point():
+                    continue
+                full = f"{module_name}.{name}" if module_name else name
+                target = torch.float32 if patterns & set(full.split(".")) else dtype
+                if isinstance(tensor, torch.nn.Parameter):
+                    tensor.data = tensor.data.to(target)
+                else:
+                    registry[name] = tensor.to(target)
 
 
 def diffusers_fp32_patterns(model_class: type) -> tuple[str, ...]:

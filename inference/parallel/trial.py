@@ -5,7 +5,7 @@
 
 Each case loads the pipeline afresh with its own topology (same world), runs the same request
 and seed, and rank 0 writes ``<out>/<case>.npy`` (the uint8 frames) and ``<out>/<case>.json``
-(timings, per-rank parameter bytes, bytes handed to collectives per denoising step). An
+(timings, per-rank parameter bytes and, with --count-bytes, bytes sent per denoising step and per phase). An
 operator can run it on new hardware to check a topology before serving with it; the parity
 tests and ``bench/`` run it on the CPU with gloo.
 """
@@ -73,7 +73,7 @@ def _arguments() -> argparse.Namespace:
 def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runtime: Any) -> dict[str, Any]:
     """Load with this topology, generate once; returns the report (frames saved by rank 0)."""
     from inference.generate import GenerationRequest, JobHooks, generate
-    from inference.parallel.comm_meter import CommMeter
+    from inference.parallel.traffic import TrafficMeter
     from inference.parallel.context import ParallelContext
     from inference.pipeline.loading import LoadOptions, load_components
 
@@ -89,12 +89,12 @@ def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runt
         width=args.width, height=args.height, num_frames=args.frames, guidance_scale=args.guidance,
         infer_steps=args.steps, seed=args.seed, sample_solver="unipc", sample_shift=5.0,
     )
-    meter = CommMeter(enabled=args.count_bytes)
+    meter = TrafficMeter(enabled=args.count_bytes)
     hooks = JobHooks(phase=meter.phase)
     with meter:
         result = generate(components, job, ctx=ctx, hooks=hooks)
     # 3. What every rank held and sent, gathered on rank 0.
-    mine = {"rank": runtime.rank, "held_bytes": components.held_bytes, "denoising_bytes_per_step": meter.per_step(args.steps)}
+    mine = {"rank": runtime.rank, "held_bytes": components.held_bytes, "traffic": meter.report(args.steps)}
     everyone: list[Any] = [None] * runtime.world_size
     if runtime.distributed:
         dist.all_gather_object(everyone, mine, group=runtime.control_group)
@@ -103,7 +103,9 @@ def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runt
     if runtime.is_leader:
         args.out.mkdir(parents=True, exist_ok=True)
         np.save(args.out / f"{name}.npy", result.frames)
-        report = {"case": name, "topology": topology.as_dict(), "timings": result.timings, "ranks": everyone}
+        report = {"case": name, "topology": topology.as_dict(), "timings": result.timings, "ranks": everyone,
+                  "request": {"width": args.width, "height": args.height, "frames": args.frames, "steps": args.steps,
+                              "guidance": args.guidance}}
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
     return mine
 

@@ -64,8 +64,17 @@ def resolve_dtypes(options: LoadOptions) -> dict[str, torch.dtype]:
 
 
 def _frozen(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """An inference-only module on device, in eval mode and without gradients."""
+    """An inference-only module on device, in eval mode and without gradients.
+
+    On the CPU, from_pretrained leaves the weights as views into the memory-mapped checkpoint
+    files, at whatever offsets the file layout gives them; CPU BLAS rounds differently for
+    differently aligned operands, so the same weights in another file layout (a converted or
+    resharded checkpoint) would give a slightly different video. Fresh allocations make the
+    result depend on the weights alone (an accelerator copies them anyway)."""
     module = module.to(device)
+    if device.type == "cpu":
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
     module.eval()
     module.requires_grad_(False)
     return module
