@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean-db tiny-checkpoint
+.PHONY: install run test bench bench-parallel clean-db tiny-checkpoint
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ test: install
 
 bench: install
 	$(PY) bench/daemon_overhead.py
+
+bench-parallel: install
+	$(PY) bench/parallel_traffic.py
 
 tiny-checkpoint: install
 	$(PY) manage.py create_tiny_checkpoint var/tiny-wan-i2v

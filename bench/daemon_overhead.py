@@ -3,7 +3,8 @@
 Runs a real daemon process against a scratch database (videogen_bench on the configured or
 embedded Postgres), feeds it jobs one at a time while it sits idle in LISTEN, and prints:
 - pickup latency: input marked ready (NOTIFY) -> job claimed by the idle daemon;
-- the job's own phases as the daemon timed them (text+image encoding, denoising, VAE
+- the job's own phases as the daemon timed them (encoding: text, image and the VAE encode of
+  the condition frames; denoising; VAE
   decode, mp4 writing);
 - daemon overhead: wall time of the attempt minus the sum of its phases (claim hand-off,
   broadcasts, per-step progress writes and cancel checks, completion);
@@ -137,8 +138,8 @@ def main() -> None:
     print(f"{'what':<46}{'seconds':>10}")
     for label, key in [
         ("pickup: input ready -> claimed (idle daemon)", "pickup"),
-        ("text + image encoding", "encoding"),
-        ("denoising (incl. VAE encode of the condition)", "denoising"),
+        ("encoding (text, image, VAE condition)", "encoding"),
+        ("denoising", "denoising"),
         ("VAE decode", "decoding"),
         ("mp4 writing", "saving"),
         ("daemon overhead (wall - phases)", "overhead"),

@@ -286,12 +286,9 @@ class Daemon:
     # --- every rank: one job ----------------------------------------------------------
 
     def run_job(self, message: dict[str, Any]) -> None:
-        from PIL import Image
-
         from inference.devices import empty_cache
-        from inference.generate import GenerationRequest, JobHooks, generate
+        from inference.generate import JobHooks, generate
         from inference.video import write_mp4
-        from videojobs.params import parse_image_size
 
         leader = self.runtime.is_leader
         active = _ActiveJob(
@@ -299,26 +296,12 @@ class Daemon:
         )
         self._active = active
         heartbeat = self._start_heartbeat(active) if leader else None
-        params = message["params"]
         timings: dict[str, float] = {}
         local_error: str | None = None
         video = None
         result = None
         try:
-            width, height = parse_image_size(params["image_size"])
-            request = GenerationRequest(
-                prompt=message["prompt"],
-                negative_prompt=message["negative_prompt"] or None,
-                image=Image.open(io.BytesIO(message["image_png"])).convert("RGB"),
-                width=width,
-                height=height,
-                num_frames=params["num_frames"],
-                guidance_scale=params["guidance_scale"],
-                infer_steps=params["infer_steps"],
-                seed=message["seed"],
-                sample_solver=params["sample_solver"],
-                sample_shift=params["sample_shift"],
-            )
+            request = _generation_request(message)
             hooks = JobHooks(
                 phase=lambda phase: self._on_phase(active, phase),
                 step=lambda step, total: self._on_step(active, step, total),
@@ -463,6 +446,30 @@ class Daemon:
         # LOST: the job already belongs to another attempt or was ended by a sweep.
         services.update_worker(name=self.config.worker_name, state="idle", job_done=True)
         logger.info("job %s ended: %s %s", active.request_id, outcome.name, timings)
+
+
+def _generation_request(message: dict[str, Any]) -> Any:
+    """The job message rank 0 broadcast, as the request every rank generates."""
+    from PIL import Image
+
+    from inference.generate import GenerationRequest
+    from videojobs.params import parse_image_size
+
+    params = message["params"]
+    width, height = parse_image_size(params["image_size"])
+    return GenerationRequest(
+        prompt=message["prompt"],
+        negative_prompt=message["negative_prompt"] or None,
+        image=Image.open(io.BytesIO(message["image_png"])).convert("RGB"),
+        width=width,
+        height=height,
+        num_frames=params["num_frames"],
+        guidance_scale=params["guidance_scale"],
+        infer_steps=params["infer_steps"],
+        seed=message["seed"],
+        sample_solver=params["sample_solver"],
+        sample_shift=params["sample_shift"],
+    )
 
 
 def _display_path(path: Path) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -131,6 +132,20 @@ def test_cancel_of_running_job_stops_within_one_step_and_next_job_succeeds(ready
         assert after.status == JobStatus.SUCCEED, after.reason
 
 
+def test_cancel_during_the_vae_decode_stops_after_one_chunk(ready_job, settings, tiny_ckpt, tmp_path):  # noqa: F811
+    # 201 frames: 51 latent frames to decode, one chunk each; the cancel lands during the first ones.
+    job = ready_job(image_size="96*64", num_frames=201, infer_steps=20)
+    log = tmp_path / "daemon.log"
+    with running(daemon_argv(), service_env(tiny_ckpt), log):
+        wait_for(lambda: job_state(job.pk).phase == "decoding", timeout=180, interval=0.005, what="decoding", log=log)
+        services.request_cancel(request_id=job.request_id)
+        stopped = wait_for(lambda: finished(job.pk), timeout=60, what="the cancel", log=log)
+    assert stopped.status == JobStatus.CANCELLED
+    where = re.search(rf"rank 0 stopped job {job.request_id} \(CANCEL\) at decoding chunk (\d+)/51", log.read_text())
+    assert where is not None, log.read_text()[-2000:]
+    assert int(where.group(1)) < 51
+
+
 def test_task_timeout_stops_the_job_as_failed_timeout(ready_job, tiny_ckpt, tmp_path):  # noqa: F811
     # 81 frames x 100 steps takes well over a second even on a fast CPU.
     job = ready_job(infer_steps=100, num_frames=81)
@@ -140,7 +155,10 @@ def test_task_timeout_stops_the_job_as_failed_timeout(ready_job, tiny_ckpt, tmp_
     assert ended.status == JobStatus.FAILED
     assert ended.error_code == "TIMEOUT"
     assert "TASK_TIMEOUT" in ended.reason
-    assert 0 < ended.progress_step < 100
+    # Stopped at the first synchronisation point past the deadline: a phase boundary, a VAE
+    # chunk of the condition encode or a step, long before the last step.
+    assert ended.progress_step < 100
+    assert f"rank 0 stopped job {job.request_id} (TIMEOUT) at " in log.read_text()
 
 
 def test_job_error_fails_the_job_with_a_reason_and_the_daemon_goes_on(ready_job, settings, tiny_ckpt, tmp_path):  # noqa: F811
