@@ -106,6 +106,20 @@ def image_sizes(name: str) -> list[str]:
     return items
 
 
+def shapes(name: str, default: list[str]) -> list[str]:
+    """Video shapes as "WIDTH*HEIGHTxFRAMES" (e.g. 1280*720x81): sizes multiples of 16, frames 4k+1."""
+    items = csv(name, default)
+    for item in items:
+        size, _, frames = item.partition("x")
+        parts = size.split("*")
+        ok = len(parts) == 2 and all(p.isdigit() and int(p) > 0 and int(p) % 16 == 0 for p in parts)
+        if not ok or not frames.isdigit() or int(frames) % 4 != 1:
+            raise ImproperlyConfigured(
+                f"{name} must be a comma list of WIDTH*HEIGHTxFRAMES (multiples of 16, frames 4k+1), bad entry {item!r}"
+            )
+    return items
+
+
 def _check_range(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")

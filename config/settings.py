@@ -142,6 +142,13 @@ MODEL_DTYPES = {
         ("image_encoder", "CLIP_DTYPE"),
     )
 }
+# Acceleration: the DiT's attention kernel (auto: the fastest exact one for the device),
+# regional compilation warmed up at start for COMPILE_WARMUP's "W*HxF" shapes, and the number
+# of prompt embeddings kept (the default negative prompt is always kept).
+ATTENTION_BACKEND = env.string("ATTENTION_BACKEND", "auto")
+COMPILE = env.boolean("COMPILE", False)
+COMPILE_WARMUP = env.shapes("COMPILE_WARMUP", ["1280*720x81"])
+PROMPT_CACHE_SIZE = env.integer("PROMPT_CACHE_SIZE", 32, minimum=0, maximum=100_000)
 INFERENCE_NPROC = env.integer("INFERENCE_NPROC", 1, minimum=1, maximum=64)
 # One daemon group across several hosts (torchrun --nnodes): every host runs the supervisor
 # (or torchrun) with the same NNODES, MASTER_ADDR and MASTER_PORT and its own NODE_RANK.

@@ -92,8 +92,6 @@ def topology_warnings(params: dict[str, Any], topology: dict[str, Any]) -> list[
                 f"requested {key}={params[key]!r}; this worker runs {key}={topology[key]!r} "
                 "(topology is fixed when the daemon starts)"
             )
-    if params.get("use_attentioncache"):
-        warnings.append("use_attentioncache is not implemented by this worker yet; the job ran without it")
     return warnings
 
 
@@ -179,11 +177,16 @@ class Daemon:
 
     def load_pipeline(self) -> None:
         from inference.checkpoint import parse_dtype
+        from inference.pipeline.compile import parse_shape
         from inference.pipeline.loading import LoadOptions, load_components
 
         overrides = {name: parse_dtype(value) for name, value in settings.MODEL_DTYPES.items() if value}
         started = time.perf_counter()
-        options = LoadOptions(ckpt_dir=self.config.ckpt_dir, device=self.runtime.device, dtypes=overrides or None)
+        options = LoadOptions(
+            ckpt_dir=self.config.ckpt_dir, device=self.runtime.device, dtypes=overrides or None,
+            attention_backend=settings.ATTENTION_BACKEND, prompt_cache_size=settings.PROMPT_CACHE_SIZE,
+            compile_shapes=[parse_shape(text) for text in settings.COMPILE_WARMUP] if settings.COMPILE else None,
+        )
         self.components = load_components(options, self.ctx)
         self.topology = running_topology(self.ctx, self.components.attention_backend)
         logger.info("pipeline loaded from %s in %.1f s", self.config.ckpt_dir, time.perf_counter() - started)
@@ -297,6 +300,7 @@ class Daemon:
         self._active = active
         heartbeat = self._start_heartbeat(active) if leader else None
         timings: dict[str, float] = {}
+        report: dict[str, Any] = {}  # what the job reused and warned of, for its status document
         local_error: str | None = None
         video = None
         result = None
@@ -309,6 +313,7 @@ class Daemon:
             )
             result = generate(self.components, request, ctx=self.ctx, hooks=hooks)
             timings.update(result.timings)
+            report = {"acceleration": result.acceleration, "warnings": result.warnings}
             if leader:
                 self._report_phase(active, "saving")
                 started = time.perf_counter()
@@ -336,7 +341,7 @@ class Daemon:
             heartbeat.set()
         self._active = None
         if leader:
-            self._record_outcome(active, outcome, timings, video, message, errors)
+            self._record_outcome(active, outcome, timings, video, message, errors, report)
 
     # Every rank reaches these hooks at the same points of a job; each ends in one agreement, so
     # a stop decided by rank 0 (cancel, timeout, shutdown, lost lease) stops all ranks there.
@@ -409,7 +414,7 @@ class Daemon:
         threading.Thread(target=beat, name=f"heartbeat-{active.request_id}", daemon=True).start()
         return done
 
-    def _record_outcome(self, active, outcome: StopFlag, timings, video, message, errors) -> None:
+    def _record_outcome(self, active, outcome: StopFlag, timings, video, message, errors, report) -> None:
         from videojobs import services
 
         timings = {k: round(v, 3) for k, v in timings.items()}
@@ -428,7 +433,8 @@ class Daemon:
                 "resolution": f"{video.width}*{video.height}",
                 "seed": message["seed"],
                 "topology": topology,
-                "warnings": topology_warnings(message["params"], topology),
+                "acceleration": report["acceleration"],
+                "warnings": topology_warnings(message["params"], topology) + report["warnings"],
             }
             if not services.complete_job(**ids, result=result, timings=timings):
                 video.path.unlink(missing_ok=True)  # the attempt lost its lease meanwhile
@@ -452,8 +458,9 @@ def _generation_request(message: dict[str, Any]) -> Any:
     """The job message rank 0 broadcast, as the request every rank generates."""
     from PIL import Image
 
+    from inference.cache.steps import CacheRequest
     from inference.generate import GenerationRequest
-    from videojobs.params import parse_image_size
+    from videojobs.params import ATTENTIONCACHE_DEFAULTS, CACHE_THRESHOLD_DEFAULT, parse_image_size
 
     params = message["params"]
     width, height = parse_image_size(params["image_size"])
@@ -469,6 +476,14 @@ def _generation_request(message: dict[str, Any]) -> Any:
         seed=message["seed"],
         sample_solver=params["sample_solver"],
         sample_shift=params["sample_shift"],
+        cache=CacheRequest(
+            # Jobs submitted before cache_method existed say it with use_attentioncache alone.
+            method=params.get("cache_method") or ("attention" if params.get("use_attentioncache") else "none"),
+            start_step=params.get("start_step", ATTENTIONCACHE_DEFAULTS["start_step"]),
+            interval=params.get("attentioncache_interval", ATTENTIONCACHE_DEFAULTS["attentioncache_interval"]),
+            end_step=params.get("end_step", ATTENTIONCACHE_DEFAULTS["end_step"]),
+            threshold=params.get("cache_threshold", CACHE_THRESHOLD_DEFAULT),
+        ),
     )
 
 

@@ -16,7 +16,7 @@ Whatever a hook raises (a cancel, a timeout, a shutdown) stops the job and propa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from inference.cache.steps import CacheRequest
 from inference.devices import synchronize
 from inference.parallel.context import ParallelContext
 from inference.parallel.topology import sequence_split_error
@@ -54,12 +55,16 @@ class GenerationRequest:
     seed: int
     sample_solver: str
     sample_shift: float
+    cache: CacheRequest = field(default_factory=CacheRequest)
 
 
 @dataclass
 class GenerationResult:
     frames: np.ndarray | None  # (F, H, W, 3) uint8 on rank 0; None on the other ranks
     timings: dict[str, float]  # seconds per phase: encoding, denoising, decoding
+    # What was skipped and how: the step cache's report, the attention backend, prompt-cache hits.
+    acceleration: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _ignore(*_args: Any) -> None:
@@ -233,10 +238,12 @@ def generate(
                                       lambda done, total: hooks.chunk("encoding", done, total))
         return embeddings, condition
 
+    hits_before = components.prompts.hits if components.prompts is not None else 0
     with torch.inference_mode():
         embeddings, condition = _timed(timings, "encoding", ctx, hooks, encode)
+        hits = (components.prompts.hits if components.prompts is not None else 0) - hits_before
 
-        # 3. Denoising.
+        # 3. Denoising, with the job's step cache (empty at the start, cleared even after a stop).
         def run_loop() -> torch.Tensor:
             shape = latent_shape(request, components.vae.config.z_dim)
             noise = initial_noise(request.seed, shape, ctx.device.torch_device)
@@ -244,11 +251,17 @@ def generate(
                            guidance_scale=request.guidance_scale, steps=request.infer_steps, ctx=ctx,
                            on_step=hooks.step)
 
-        latents = _timed(timings, "denoising", ctx, hooks, run_loop)
+        warnings = components.caches.begin(request.cache, request.infer_steps)
+        try:
+            latents = _timed(timings, "denoising", ctx, hooks, run_loop)
+        finally:
+            cache_report = components.caches.end()
 
         # 4. Decoding: frames on rank 0 only.
         def decode() -> np.ndarray | None:
             return decode_frames(components, latents, ctx, strips, lambda done, total: hooks.chunk("decoding", done, total))
 
         frames = _timed(timings, "decoding", ctx, hooks, decode)
-    return GenerationResult(frames=frames, timings=timings)
+    acceleration = {"cache": cache_report, "attention_backend": components.attention_backend,
+                    "prompt_cache_hits": hits}
+    return GenerationResult(frames=frames, timings=timings, acceleration=acceleration, warnings=warnings)

@@ -113,3 +113,35 @@ def test_video_file_is_served_and_unknown_is_404(client, settings):
 def test_unknown_path_is_json_404(client):
     response = client.get("/nope")
     assert response.status_code == 404
+
+
+def _finished_with(acceleration: dict) -> None:
+    from videojobs.models import VideoJob
+
+    job = make_job()
+    VideoJob.objects.filter(pk=job.pk).update(status="Succeed", result={"acceleration": acceleration})
+
+
+def test_metrics_count_what_the_caches_reused(api):
+    _finished_with({"cache": {"method": "attention", "reused": {"cond": 38, "uncond": 38}}, "attention_backend": "native",
+                    "prompt_cache_hits": 2})
+    _finished_with({"cache": {"method": "none"}, "attention_backend": "_native_cudnn", "prompt_cache_hits": 1})
+    stats = api.get("/metrics").json()["acceleration"]
+    assert stats["jobs_by_cache_method"] == {"attention": 1, "none": 1}
+    assert stats["jobs_by_attention_backend"] == {"native": 1, "_native_cudnn": 1}
+    assert stats["attention_outputs_reused"] == {"cond": 38, "uncond": 38}
+    assert stats["prompt_cache_hits"] == 3
+    text = api.get("/metrics?format=prometheus").content.decode()
+    assert 'videogen_jobs_by_cache_method{method="attention"} 1' in text
+    assert 'videogen_attention_outputs_reused{pass="uncond"} 38' in text
+
+
+def test_the_admin_line_says_which_cache_ran_and_what_it_reused():
+    from videojobs.selectors import acceleration_summary
+
+    line = acceleration_summary(result={"acceleration": {
+        "cache": {"method": "attention", "reused_steps_per_pass": 19, "reused": {"cond": 760, "uncond": 760}},
+        "attention_backend": "_native_cudnn", "prompt_cache_hits": 1}})
+    assert line == ("cache attention; 19 steps/pass reused (cond 760, uncond 760 attention outputs); "
+                    "attention _native_cudnn; prompt cache hits 1")
+    assert acceleration_summary(result={}) == "-"

@@ -46,8 +46,9 @@ def test_defaults_of_the_original_contract_are_stored(api, valid_submit):
     assert params["seed"] is None
     assert params["sample_solver"] == "unipc"
     assert params["sample_shift"] == 5.0
-    assert params["use_attentioncache"] is False
+    assert params["use_attentioncache"] is False and params["cache_method"] == "none"
     assert (params["start_step"], params["attentioncache_interval"], params["end_step"]) == (12, 4, 37)
+    assert params["cache_threshold"] == 0.08
     assert (params["vae_parallel"], params["ulysses_size"], params["dit_fsdp"], params["t5_fsdp"], params["cfg_size"]) == (
         False, 1, False, False, 1,
     )
@@ -78,6 +79,8 @@ def test_full_original_example_request_is_accepted(api):
     job = VideoJob.objects.get(request_id=response.json()["requestId"])
     assert job.negative_prompt == "blurry, low quality"
     assert job.params["ulysses_size"] == 8 and job.params["seed"] == 42
+    # 30 steps with end_step 37: accepted, the cache's range is clipped when the job runs.
+    assert job.params["cache_method"] == "attention" and job.params["end_step"] == 37
 
 
 @pytest.mark.parametrize(
@@ -167,6 +170,37 @@ def test_every_bad_field_is_named_in_one_response(api):
 def test_attention_cache_window_must_be_ordered(api, valid_submit):
     valid_submit.update(use_attentioncache=True, start_step=30, end_step=20)
     assert_validation_error(submit(api, valid_submit), "start_step")
+
+
+def test_attention_cache_start_equal_to_end_is_refused(api, valid_submit):
+    valid_submit.update(cache_method="attention", start_step=20, end_step=20)
+    body = assert_validation_error(submit(api, valid_submit), "start_step")
+    assert "less than end_step (20)" in body["message"]
+
+
+def test_an_unordered_window_is_fine_while_the_cache_is_off(api, valid_submit):
+    valid_submit.update(start_step=30, end_step=20)
+    assert submit(api, valid_submit).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"attentioncache_interval": 0}, "attentioncache_interval"), ({"start_step": -1}, "start_step"),
+     ({"cache_method": "teacache"}, "cache_method"), ({"cache_threshold": 1.5}, "cache_threshold"),
+     ({"cache_threshold": -0.1}, "cache_threshold"),
+     ({"use_attentioncache": True, "cache_method": "dbcache"}, "cache_method")],
+)
+def test_bad_cache_fields_are_400_naming_the_field(api, valid_submit, fields, field):
+    valid_submit.update(fields)
+    assert_validation_error(submit(api, valid_submit), field)
+
+
+def test_the_adaptive_cache_is_asked_for_by_method_and_threshold(api, valid_submit):
+    valid_submit.update(cache_method="dbcache", cache_threshold=0.2)
+    response = submit(api, valid_submit)
+    assert response.status_code == 202
+    params = VideoJob.objects.get(request_id=response.json()["requestId"]).params
+    assert (params["cache_method"], params["cache_threshold"]) == ("dbcache", 0.2)
 
 
 def test_malformed_json_is_a_clean_400(api):

@@ -61,12 +61,12 @@ def test_the_dit_keeps_its_shards_and_its_configuration(tiny_ckpt: Path, convert
 
 def test_the_converted_checkpoint_generates_the_same_frames(converted: Path, tiny_components, cpu_ctx) -> None:  # noqa: F811
     from inference.generate import GenerationRequest, generate
-    from inference.parallel.trial import test_image
+    from inference.parallel.trial import sample_image
     from inference.pipeline.loading import LoadOptions, load_components
 
     validate_checkpoint_dir(converted)
     loaded = load_components(LoadOptions(ckpt_dir=converted, device=cpu_ctx.device), cpu_ctx)
-    request = GenerationRequest(prompt="a dog runs on green grass", negative_prompt=None, image=test_image(64, 64),
+    request = GenerationRequest(prompt="a dog runs on green grass", negative_prompt=None, image=sample_image(64, 64),
                                 width=64, height=64, num_frames=9, guidance_scale=4.0, infer_steps=2, seed=21,
                                 sample_solver="unipc", sample_shift=5.0)
     ours = generate(loaded, request, ctx=cpu_ctx).frames

@@ -17,7 +17,7 @@ from inference.video import probe_mp4
 from tests.conftest import make_job, png_bytes
 from tests.daemon_support import daemon_argv, finished, job_state, running, service_env, wait_for
 from tests.inference_fixtures import tiny_ckpt  # noqa: F401
-from videojobs import services, tasks
+from videojobs import selectors, services, tasks
 from videojobs.models import InferenceWorker, JobStatus
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -130,6 +130,20 @@ def test_cancel_of_running_job_stops_within_one_step_and_next_job_succeeds(ready
         assert not (Path(settings.OUTPUT_DIR) / f"{long_job.request_id}.mp4").exists()
         after = wait_for(lambda: finished(next_job.pk), timeout=120, what="the next job", log=log)
         assert after.status == JobStatus.SUCCEED, after.reason
+
+
+def test_a_cached_job_reports_what_it_reused(ready_job, tiny_ckpt, tmp_path):  # noqa: F811
+    # The original's defaults (12/4/37) over 20 steps: stores at 12 and 16, reuses 13-15 and 17-19.
+    job = ready_job(use_attentioncache=True, cache_method="attention", start_step=12, attentioncache_interval=4,
+                    end_step=37, infer_steps=20)
+    log = tmp_path / "daemon.log"
+    with running(daemon_argv(), service_env(tiny_ckpt), log):
+        done = wait_for(lambda: finished(job.pk), timeout=120, what="the cached job", log=log)
+    assert done.status == JobStatus.SUCCEED, done.reason
+    cache = selectors.status_document(job=done)["results"]["acceleration"]["cache"]
+    assert (cache["method"], cache["end_step"], cache["reused_steps_per_pass"]) == ("attention", 19, 6)
+    blocks = 2  # the tiny DiT
+    assert cache["reused"] == {"cond": 6 * blocks, "uncond": 6 * blocks}
 
 
 def test_cancel_during_the_vae_decode_stops_after_one_chunk(ready_job, settings, tiny_ckpt, tmp_path):  # noqa: F811

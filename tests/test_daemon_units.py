@@ -38,10 +38,9 @@ def test_request_topology_that_differs_is_reported_once_per_field():
          "use_attentioncache": True},
         topology,
     )
-    assert len(warnings) == 3
+    assert len(warnings) == 2
     assert any("ulysses_size=8" in w and "ulysses_size=2" in w for w in warnings)
     assert any("t5_fsdp=True" in w for w in warnings)
-    assert any("use_attentioncache" in w for w in warnings)
 
 
 def test_matching_request_topology_has_no_warning():
@@ -55,6 +54,20 @@ def test_requested_topology_reads_the_settings(settings):
     request = requested_topology()
     assert (request.ulysses_size, request.ring_size, request.cfg_size) == (None, 2, 2)
     assert (request.dit_fsdp, request.t5_fsdp, request.t5_cpu, request.vae_parallel) == (True, False, True, True)
+
+
+def test_a_job_message_carries_its_cache_choice():
+    from inference.daemon import _generation_request
+    from tests.conftest import png_bytes
+
+    message = {"prompt": "p", "negative_prompt": "", "image_png": png_bytes(), "seed": 1, "params": {
+        "image_size": "64*64", "num_frames": 9, "guidance_scale": 3.0, "infer_steps": 20, "sample_solver": "unipc",
+        "sample_shift": 5.0, "use_attentioncache": True, "start_step": 2, "attentioncache_interval": 3, "end_step": 9}}
+    request = _generation_request(message)
+    assert (request.cache.method, request.cache.start_step, request.cache.interval, request.cache.end_step) == (
+        "attention", 2, 3, 9)
+    message["params"].update(cache_method="dbcache", cache_threshold=0.3, use_attentioncache=False)
+    assert (_generation_request(message).cache.method, _generation_request(message).cache.threshold) == ("dbcache", 0.3)
 
 
 def test_single_rank_agreement_is_the_local_flag():

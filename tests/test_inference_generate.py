@@ -205,7 +205,11 @@ def test_components_are_reusable_after_a_cancelled_job(tiny_components: WanCompo
 # --------------------------------------------------------------------------- prompts
 
 
-def _spy_on_t5(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def _spy_on_t5(monkeypatch: pytest.MonkeyPatch, components: WanComponents | None = None) -> list[str]:
+    from inference.cache.prompts import PromptCache
+
+    if components is not None:  # no cache: every text reaches the encoder
+        monkeypatch.setattr(components, "prompts", PromptCache(capacity=0, pinned=()))
     texts: list[str] = []
     original = encode_module._t5
 
@@ -221,13 +225,13 @@ def _spy_on_t5(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_empty_negative_prompt_uses_wan_default(
     tiny_components: WanComponents, monkeypatch: pytest.MonkeyPatch, negative: str | None
 ) -> None:
-    texts = _spy_on_t5(monkeypatch)
+    texts = _spy_on_t5(monkeypatch, tiny_components)
     _run(tiny_components, _request(negative_prompt=negative, infer_steps=1))
     assert texts == ["a cat walks across a sunny garden", DEFAULT_NEGATIVE_PROMPT]
 
 
 def test_given_negative_prompt_is_used(tiny_components: WanComponents, monkeypatch: pytest.MonkeyPatch) -> None:
-    texts = _spy_on_t5(monkeypatch)
+    texts = _spy_on_t5(monkeypatch, tiny_components)
     _run(tiny_components, _request(negative_prompt="blurry, static", infer_steps=1))
     assert texts[1] == "blurry, static"
 
@@ -235,10 +239,37 @@ def test_given_negative_prompt_is_used(tiny_components: WanComponents, monkeypat
 def test_guidance_of_one_skips_the_negative_prompt(
     tiny_components: WanComponents, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    texts = _spy_on_t5(monkeypatch)
+    texts = _spy_on_t5(monkeypatch, tiny_components)
     result = _run(tiny_components, _request(guidance_scale=1.0, infer_steps=1))
     assert texts == ["a cat walks across a sunny garden"]
     assert result.frames.shape == (9, 64, 64, 3)
+
+
+def test_the_prompt_cache_serves_a_repeated_prompt_without_the_encoder(
+    tiny_components: WanComponents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inference.cache.prompts import PromptCache
+
+    monkeypatch.setattr(tiny_components, "prompts", PromptCache(capacity=4))
+    texts = _spy_on_t5(monkeypatch)
+    first = _run(tiny_components, _request(prompt="a red car drives at night", infer_steps=1))
+    second = _run(tiny_components, _request(prompt="a red car drives at night", infer_steps=1))
+    # The prompt and the default negative prompt were each encoded once, then served.
+    assert texts == ["a red car drives at night", DEFAULT_NEGATIVE_PROMPT]
+    assert (first.acceleration["prompt_cache_hits"], second.acceleration["prompt_cache_hits"]) == (0, 2)
+    np.testing.assert_array_equal(first.frames, second.frames)
+
+
+def test_the_prompt_cache_evicts_the_oldest_but_keeps_the_default_negative(tiny_components: WanComponents) -> None:
+    import torch
+
+    from inference.cache.prompts import PromptCache
+
+    cache = PromptCache(capacity=2)
+    for text in ("one", DEFAULT_NEGATIVE_PROMPT, "two", "three"):
+        cache.put(text, torch.zeros(1))
+    assert cache.get("one") is None and cache.get("two") is not None and cache.get("three") is not None
+    assert cache.get(DEFAULT_NEGATIVE_PROMPT) is not None and len(cache) == 3
 
 
 def test_prompts_are_padded_to_512_tokens(tiny_components: WanComponents, cpu_ctx) -> None:  # noqa: F811
@@ -388,5 +419,5 @@ def test_request_is_a_plain_dataclass() -> None:
     names = [field.name for field in dataclasses.fields(GenerationRequest)]
     assert names == [
         "prompt", "negative_prompt", "image", "width", "height", "num_frames",
-        "guidance_scale", "infer_steps", "seed", "sample_solver", "sample_shift",
+        "guidance_scale", "infer_steps", "seed", "sample_solver", "sample_shift", "cache",
     ]

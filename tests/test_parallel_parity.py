@@ -48,13 +48,23 @@ CASES_4 = {
 }
 
 
-def _trial(ckpt: Path, out: Path, nproc: int, cases: dict[str, tuple[str, float, bool]], guidance: float) -> None:
+# The step caches under the parallel modes (3 steps: the attention cache stores at 0 and 2 and
+# reuses step 1), against the single process with the same cache.
+ATTENTION_CACHE = ["--cache-method", "attention", "--cache-start", "0", "--cache-interval", "2", "--cache-end", "2"]
+CACHE_CASES_4 = {
+    "attention_cache_ulysses2_cfg2": ("ULYSSES_SIZE=2,CFG_SIZE=2", 5.0, False),
+    "attention_cache_all_switches": ("ULYSSES_SIZE=2,CFG_SIZE=2,DIT_FSDP=1,T5_FSDP=1,VAE_PARALLEL=1", 5.0, False),
+}
+
+
+def _trial(ckpt: Path, out: Path, nproc: int, cases: dict[str, tuple[str, float, bool]], guidance: float,
+           extra: list[str] | None = None) -> None:
     selected = [f"{name}:{switches}" for name, (switches, g, _) in cases.items() if g == guidance]
     if not selected:
         return
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
             "-m", "inference.parallel.trial", "--ckpt", str(ckpt), "--out", str(out), "--guidance", str(guidance),
-            "--count-bytes"]
+            "--count-bytes", *(extra or [])]
     for case in selected:
         argv += ["--case", case]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -71,11 +81,13 @@ def frames(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  
         _trial(tiny_ckpt, out, 1, {f"single_{guidance}": ("", guidance, True)}, guidance)
         _trial(tiny_ckpt, out, 2, CASES_2, guidance)
         _trial(tiny_ckpt, out, 4, CASES_4, guidance)
+    _trial(tiny_ckpt, out, 1, {"single_attention_cache": ("", 5.0, True)}, 5.0, ATTENTION_CACHE)
+    _trial(tiny_ckpt, out, 4, CACHE_CASES_4, 5.0, ATTENTION_CACHE)
     return out
 
 
-def _compare(out: Path, name: str, guidance: float, exact: bool) -> None:
-    single = np.load(out / f"single_{guidance}.npy")
+def _compare(out: Path, name: str, guidance: float, exact: bool, single_name: str | None = None) -> None:
+    single = np.load(out / f"{single_name or f'single_{guidance}'}.npy")
     parallel = np.load(out / f"{name}.npy")
     assert parallel.shape == single.shape == (9, 80, 64, 3)
     if exact:
@@ -140,3 +152,17 @@ def test_every_rank_sends_what_the_traffic_model_says(frames: Path, tiny_ckpt: P
                             guidance=request["guidance"] > 1, fsdp_shard=fsdp_shard_bytes(dit, topology.world_size))
     for rank in report["ranks"]:
         assert rank["traffic"]["per_step"] == pytest.approx(expected), (rank["rank"], rank["traffic"]["per_step"])
+
+
+@pytest.mark.parametrize("name", list(CACHE_CASES_4))
+def test_the_attention_cache_under_parallel_modes_equals_its_single_process_run(frames: Path, name: str) -> None:
+    import json
+
+    _, guidance, exact = CACHE_CASES_4[name]
+    _compare(frames, name, guidance, exact, single_name="single_attention_cache")
+    # Every rank reused the same steps of its own pass(es), as the single process did.
+    single = json.loads((frames / "single_attention_cache.json").read_text())["ranks"][0]["cache"]
+    assert single["reused"] == {"cond": 2, "uncond": 2}  # step 1 of 3, both blocks, each pass
+    for rank in json.loads((frames / f"{name}.json").read_text())["ranks"]:
+        half = "cond" if rank["rank"] % 4 < 2 else "uncond"  # cfg-major mesh: ranks 0-1 run cond
+        assert rank["cache"]["reused"] == {half: 2} and rank["cache"]["reused_steps_per_pass"] == 1

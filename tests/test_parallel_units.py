@@ -44,11 +44,22 @@ def test_fsdp_shards_round_rows_up() -> None:
 
 @pytest.mark.parametrize(
     ("device", "ring", "dtype", "backend"),
-    [("cpu", False, torch.float32, NATIVE), ("cpu", True, torch.float32, NATIVE), ("cuda", False, torch.bfloat16, NATIVE),
-     ("cuda", True, torch.bfloat16, NATIVE_CUDNN), ("npu", False, torch.bfloat16, NATIVE_NPU)],
+    [("cpu", False, torch.float32, NATIVE), ("cpu", True, torch.float32, NATIVE), ("cuda", False, torch.bfloat16, NATIVE_CUDNN),
+     ("cuda", False, torch.float32, NATIVE), ("cuda", True, torch.bfloat16, NATIVE_CUDNN), ("npu", False, torch.bfloat16, NATIVE_NPU)],
 )
 def test_attention_backend_per_device(device, ring, dtype, backend) -> None:
     assert attention_backend_for(device, ring=ring, dtype=dtype) == backend
+
+
+def test_a_named_backend_is_checked_against_diffusers_and_ring() -> None:
+    assert attention_backend_for("cuda", ring=False, dtype=torch.bfloat16, requested="_native_flash") == "_native_flash"
+    with pytest.raises(ValueError, match="ATTENTION_BACKEND='fastest' is not a diffusers attention backend"):
+        attention_backend_for("cuda", ring=False, dtype=torch.bfloat16, requested="fastest")
+    with pytest.raises(ValueError, match="returns no log-sum-exp, which RING_SIZE > 1 needs"):
+        attention_backend_for("cuda", ring=True, dtype=torch.bfloat16, requested="_native_efficient")
+    with pytest.raises(ValueError, match="returns no log-sum-exp"):
+        attention_backend_for("cuda", ring=True, dtype=torch.bfloat16, requested="native")
+    assert attention_backend_for("cpu", ring=True, dtype=torch.float32, requested="native") == "native"
 
 
 def test_ring_on_npu_or_fp32_cuda_is_refused() -> None:

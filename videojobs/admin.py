@@ -10,13 +10,14 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from videojobs import services
+from videojobs import selectors, services
 from videojobs.models import InferenceWorker, JobStatus, VideoJob
 
 
 @admin.register(VideoJob)
 class VideoJobAdmin(admin.ModelAdmin):
-    list_display = ("request_id", "status", "phase", "progress_display", "prompt_excerpt", "created_at", "duration_display", "attempt", "worker")
+    list_display = ("request_id", "status", "phase", "progress_display", "prompt_excerpt", "created_at", "duration_display",
+                    "attempt", "worker", "acceleration_display")
     list_filter = ("status", "phase", ("created_at", admin.DateFieldListFilter))
     search_fields = ("request_id", "prompt")
     date_hierarchy = "created_at"
@@ -26,14 +27,14 @@ class VideoJobAdmin(admin.ModelAdmin):
         "request_id", "status", "phase", "progress_display", "prompt", "negative_prompt", "image_url", "input_preview",
         "input_sha256", "params", "attempt", "max_attempts", "worker", "lease_until", "created_at", "input_ready_at",
         "started_at", "finished_at", "cancel_requested_at", "duration_display", "timings", "result", "video_link",
-        "error_code", "reason", "owner", "idempotency_key",
+        "error_code", "reason", "owner", "idempotency_key", "acceleration_display",
     )
     fieldsets = (
         (None, {"fields": ("request_id", "status", "phase", "progress_display", "error_code", "reason")}),
         ("Input", {"fields": ("prompt", "negative_prompt", "image_url", "input_preview", "input_sha256", "params")}),
         ("Execution", {"fields": ("attempt", "max_attempts", "worker", "lease_until", "cancel_requested_at")}),
         ("Timing", {"fields": ("created_at", "input_ready_at", "started_at", "finished_at", "duration_display", "timings")}),
-        ("Result", {"fields": ("video_link", "result")}),
+        ("Result", {"fields": ("video_link", "acceleration_display", "result")}),
         ("Client", {"fields": ("owner", "idempotency_key")}),
     )
 
@@ -70,6 +71,10 @@ class VideoJobAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("admin:videojobs_videojob_input", args=[job.pk])
         return format_html('<a href="{0}"><img src="{0}" style="max-width:480px;max-height:320px"></a>', url)
+
+    @admin.display(description="acceleration")
+    def acceleration_display(self, job: VideoJob) -> str:
+        return selectors.acceleration_summary(result=job.result)
 
     @admin.display(description="video")
     def video_link(self, job: VideoJob) -> str:

@@ -21,6 +21,11 @@ SHIFT_MIN, SHIFT_MAX, SHIFT_DEFAULT = 0.0, 20.0, 5.0
 IMAGE_SIZE_DEFAULT = "1280*720"
 SOLVER_DEFAULT = "unipc"
 ATTENTIONCACHE_DEFAULTS = {"start_step": 12, "attentioncache_interval": 4, "end_step": 37}
+# Step caches: "attention" is the original's attention cache (use_attentioncache=true means
+# it); "dbcache" is cache-dit's adaptive cache, reusing a step's blocks while the first blocks'
+# residual changes by less than cache_threshold (relative).
+CACHE_METHODS: tuple[str, ...] = ("none", "attention", "dbcache")
+CACHE_THRESHOLD_MIN, CACHE_THRESHOLD_MAX, CACHE_THRESHOLD_DEFAULT = 0.0, 1.0, 0.08
 
 
 def parse_image_size(value: str) -> tuple[int, int]:

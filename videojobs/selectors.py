@@ -124,6 +124,52 @@ def running_topology(*, workers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def acceleration_summary(*, result: dict[str, Any] | None) -> str:
+    """One line for the admin: the cache that ran, what it reused, the attention backend."""
+    acceleration = (result or {}).get("acceleration")
+    if not acceleration:
+        return "-"
+    cache = acceleration.get("cache") or {}
+    method = cache.get("method", "none")
+    parts = [f"cache {method}"]
+    if method == "attention":
+        parts.append(f"{cache.get('reused_steps_per_pass', 0)} steps/pass reused "
+                     f"({', '.join(f'{p} {n}' for p, n in sorted((cache.get('reused') or {}).items())) or 'none'} attention outputs)")
+    elif method == "dbcache":
+        parts.append(f"steps reused per pass: {', '.join(f'{p} {n}' for p, n in sorted((cache.get('cached_steps') or {}).items())) or 'none'}")
+    parts.append(f"attention {acceleration.get('attention_backend', '?')}")
+    parts.append(f"prompt cache hits {acceleration.get('prompt_cache_hits', 0)}")
+    return "; ".join(parts)
+
+
+def acceleration_stats() -> dict[str, Any]:
+    """Finished jobs by cache method and attention backend, and what they reused, for /metrics."""
+    from django.db.models import IntegerField, Sum
+    from django.db.models.fields.json import KT
+    from django.db.models.functions import Cast, Coalesce
+
+    succeeded = VideoJob.objects.filter(status=JobStatus.SUCCEED, result__has_key="acceleration")
+    by_method = {
+        row["method"]: row["n"]
+        for row in succeeded.values(method=KT("result__acceleration__cache__method")).annotate(n=Count("id"))
+    }
+    by_backend = {
+        row["backend"]: row["n"]
+        for row in succeeded.values(backend=KT("result__acceleration__attention_backend")).annotate(n=Count("id"))
+    }
+
+    def total(path: str) -> int:
+        value = succeeded.aggregate(v=Coalesce(Sum(Cast(KT(path), IntegerField())), 0))["v"]
+        return int(value)
+
+    return {
+        "jobs_by_cache_method": by_method,
+        "jobs_by_attention_backend": by_backend,
+        "attention_outputs_reused": {p: total(f"result__acceleration__cache__reused__{p}") for p in ("cond", "uncond")},
+        "prompt_cache_hits": total("result__acceleration__prompt_cache_hits"),
+    }
+
+
 def status_counts() -> dict[str, int]:
     counts = {s.value: 0 for s in JobStatus}
     for row in VideoJob.objects.values("status").annotate(n=Count("id")):

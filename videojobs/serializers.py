@@ -39,6 +39,10 @@ class SubmitSerializer(serializers.Serializer):
         default=P.ATTENTIONCACHE_DEFAULTS["attentioncache_interval"], min_value=1, max_value=P.STEPS_MAX
     )
     end_step = serializers.IntegerField(default=P.ATTENTIONCACHE_DEFAULTS["end_step"], min_value=0, max_value=P.STEPS_MAX)
+    cache_method = serializers.ChoiceField(choices=P.CACHE_METHODS, default=None, allow_null=True)
+    cache_threshold = serializers.FloatField(
+        default=P.CACHE_THRESHOLD_DEFAULT, min_value=P.CACHE_THRESHOLD_MIN, max_value=P.CACHE_THRESHOLD_MAX
+    )
     sample_solver = serializers.ChoiceField(choices=P.SAMPLE_SOLVERS, default=P.SOLVER_DEFAULT)
     sample_shift = serializers.FloatField(default=P.SHIFT_DEFAULT, min_value=P.SHIFT_MIN, max_value=P.SHIFT_MAX)
 
@@ -66,8 +70,17 @@ class SubmitSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs: dict) -> dict:
-        if attrs["use_attentioncache"] and attrs["start_step"] > attrs["end_step"]:
-            raise serializers.ValidationError({"start_step": "must not be greater than end_step"})
+        # use_attentioncache (the original's switch) means cache_method "attention".
+        method = attrs.get("cache_method")
+        if attrs["use_attentioncache"] and method not in (None, "attention"):
+            raise serializers.ValidationError(
+                {"cache_method": f"{method!r} contradicts use_attentioncache=true (the attention cache)"}
+            )
+        attrs["cache_method"] = method or ("attention" if attrs["use_attentioncache"] else "none")
+        if attrs["cache_method"] == "attention" and attrs["start_step"] >= attrs["end_step"]:
+            raise serializers.ValidationError(
+                {"start_step": f"must be less than end_step ({attrs['end_step']}), got {attrs['start_step']}"}
+            )
         return attrs
 
 

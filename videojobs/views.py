@@ -178,6 +178,7 @@ class MetricsView(APIView):
                 },
             },
             "system": {"rank": 0, "world_size": block["service"]["pipeline_world_size"], "uptime": round(now - STARTED_AT, 1)},
+            "acceleration": selectors.acceleration_stats(),
         }
         wants_text = request.query_params.get("format") == "prometheus" or "text/plain" in request.headers.get(
             "Accept", ""
@@ -198,6 +199,20 @@ def _prometheus(body: dict) -> str:
         "# HELP videogen_workers_ready Inference daemons idle or busy with a fresh heartbeat.",
         "# TYPE videogen_workers_ready gauge",
         f"videogen_workers_ready {body['workers']['ready']}",
+        "# HELP videogen_jobs_by_cache_method Succeeded jobs by the step cache they ran with.",
+        "# TYPE videogen_jobs_by_cache_method counter",
+        *(f'videogen_jobs_by_cache_method{{method="{m}"}} {n}' for m, n in body["acceleration"]["jobs_by_cache_method"].items()),
+        "# HELP videogen_jobs_by_attention_backend Succeeded jobs by the DiT's attention backend.",
+        "# TYPE videogen_jobs_by_attention_backend counter",
+        *(f'videogen_jobs_by_attention_backend{{backend="{b}"}} {n}'
+          for b, n in body["acceleration"]["jobs_by_attention_backend"].items()),
+        "# HELP videogen_attention_outputs_reused Block self-attention outputs the attention cache reused.",
+        "# TYPE videogen_attention_outputs_reused counter",
+        *(f'videogen_attention_outputs_reused{{pass="{p}"}} {n}'
+          for p, n in body["acceleration"]["attention_outputs_reused"].items()),
+        "# HELP videogen_prompt_cache_hits Prompt embeddings served without the text encoder.",
+        "# TYPE videogen_prompt_cache_hits counter",
+        f"videogen_prompt_cache_hits {body['acceleration']['prompt_cache_hits']}",
         "# HELP videogen_uptime_seconds Web process uptime.",
         "# TYPE videogen_uptime_seconds counter",
         f"videogen_uptime_seconds {body['system']['uptime']}",

@@ -22,8 +22,9 @@ import torch.distributed as dist
 
 from inference.parallel.context import ParallelContext
 
-# One DiT pass: text embeddings in, the noise prediction out.
-Forward = Callable[[torch.Tensor], torch.Tensor]
+# One DiT pass: text embeddings and the pass's name ("cond" or "uncond") in, the noise
+# prediction out. The name keys the per-pass caches.
+Forward = Callable[[torch.Tensor, str], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,20 @@ def guided_prediction(forward: Forward, guidance: Guidance, ctx: ParallelContext
     """The noise prediction of one denoising step on this rank (identical on every rank)."""
     # 1. Without guidance there is one pass; every half runs it.
     if not guidance.enabled:
-        return forward(guidance.prompt)
+        return forward(guidance.prompt, "cond")
 
     # 2. Sequential CFG: both passes here, conditional first (as diffusers orders them).
     if ctx.topology.cfg_size == 1:
-        cond = forward(guidance.prompt)
-        uncond = forward(guidance.negative)
+        cond = forward(guidance.prompt, "cond")
+        uncond = forward(guidance.negative, "uncond")
         return combine(cond, uncond, guidance.scale)
 
     # 3. CFG parallel: this half's pass, then the pair swaps predictions.
     half = ctx.meshes.cfg_rank
-    mine = forward(guidance.prompt if half == 0 else guidance.negative).contiguous()  # (1, C, T, h, w)
+    if half == 0:
+        mine = forward(guidance.prompt, "cond").contiguous()  # (1, C, T, h, w)
+    else:
+        mine = forward(guidance.negative, "uncond").contiguous()
     both = [torch.empty_like(mine) for _ in range(2)]
     dist.all_gather(both, mine, group=ctx.meshes.cfg_group)
     return combine(both[0], both[1], guidance.scale)

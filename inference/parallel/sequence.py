@@ -30,20 +30,38 @@ logger = logging.getLogger(__name__)
 NATIVE = "native"  # torch SDPA; picks flash / memory-efficient / math itself
 NATIVE_CUDNN = "_native_cudnn"  # SDPA's cuDNN kernel; returns the LSE (bf16/fp16 only)
 NATIVE_NPU = "_native_npu"  # torch_npu.npu_fusion_attention
+# Backends whose context-parallel path returns the log-sum-exp ("native" only on the CPU, through shim 2).
+LSE_BACKENDS = frozenset({NATIVE, NATIVE_CUDNN, "_native_flash", "flash", "flash_hub", "_flash_3_hub", "sage"})
 
 
-def attention_backend_for(device_kind: str, *, ring: bool, dtype: torch.dtype) -> str:
-    """The attention backend a DiT on this device uses; ring needs one that returns the LSE."""
+def attention_backend_for(device_kind: str, *, ring: bool, dtype: torch.dtype, requested: str = "auto") -> str:
+    """The DiT's attention backend (ATTENTION_BACKEND): ``auto`` picks the fastest exact one for
+    the device; ring attention needs one that returns the log-sum-exp."""
+    # 1. An operator's choice must be a backend diffusers knows, and fit ring attention.
+    if requested != "auto":
+        from diffusers.models.attention_dispatch import AttentionBackendName
+
+        known = {member.value for member in AttentionBackendName}
+        if requested not in known:
+            raise ValueError(f"ATTENTION_BACKEND={requested!r} is not a diffusers attention backend; "
+                             f"use auto or one of {', '.join(sorted(known))}")
+        if ring and (requested not in LSE_BACKENDS or (requested == NATIVE and device_kind != "cpu")):
+            raise ValueError(f"ATTENTION_BACKEND={requested} returns no log-sum-exp, which RING_SIZE > 1 needs; "
+                             f"use one of {', '.join(sorted(LSE_BACKENDS))} or auto")
+        return requested
+    # 2. auto.
     if device_kind == "npu":
         if ring:
             raise ValueError("ring attention needs a log-sum-exp, which the NPU attention backend does not return")
         return NATIVE_NPU
-    if device_kind == "cuda" and ring:
-        if dtype not in (torch.bfloat16, torch.float16):
-            raise ValueError(
-                f"ring attention on CUDA uses the cuDNN kernel, which needs a bf16 or fp16 DiT (DIT_DTYPE), got {dtype}"
-            )
+    if device_kind == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        # cuDNN's fused attention: 1.6x the flash backend at Wan's 720p shape on an H200
+        # (figures.md); it also returns the LSE that ring attention merges with.
         return NATIVE_CUDNN
+    if device_kind == "cuda" and ring:
+        raise ValueError(
+            f"ring attention on CUDA uses the cuDNN kernel, which needs a bf16 or fp16 DiT (DIT_DTYPE), got {dtype}"
+        )
     return NATIVE
 
 
@@ -112,13 +130,16 @@ def install_cpu_ring_attention() -> None:
     _installed_cpu_lse = True
 
 
-def enable_sequence_parallel(transformer: torch.nn.Module, topology: Topology, meshes: Meshes, device_kind: str) -> str:
+def enable_sequence_parallel(
+    transformer: torch.nn.Module, topology: Topology, meshes: Meshes, device_kind: str, requested: str = "auto"
+) -> str:
     """Split the DiT's tokens over the (ring, ulysses) ranks of each CFG half; return the
     attention backend in use. A no-op (the plain backend) when the sequence is not split."""
     # 1. The attention kernel, set before enable_parallelism checks it supports CP.
     ring = topology.ring_size > 1
-    backend = attention_backend_for(device_kind, ring=ring, dtype=transformer.dtype)
+    backend = attention_backend_for(device_kind, ring=ring, dtype=transformer.dtype, requested=requested)
     transformer.set_attention_backend(backend)
+    logger.info("DiT attention backend: %s (ATTENTION_BACKEND=%s)", backend, requested)
     if topology.sequence_size == 1:
         return backend
 

@@ -48,7 +48,7 @@ def parse_case(text: str) -> tuple[str, TopologyRequest]:
     return name, TopologyRequest(**fields)
 
 
-def test_image(width: int, height: int) -> PIL.Image.Image:
+def sample_image(width: int, height: int) -> PIL.Image.Image:
     """A deterministic noise picture of another size than the output (so it is resized)."""
     pixels = np.random.default_rng(7).integers(0, 256, size=(height + 16, width + 40, 3), dtype=np.uint8)
     return PIL.Image.fromarray(pixels, mode="RGB")
@@ -67,11 +67,17 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--count-bytes", action="store_true", help="count bytes handed to collectives per step")
+    parser.add_argument("--cache-method", default="none", choices=("none", "attention", "dbcache"))
+    parser.add_argument("--cache-start", type=int, default=12)
+    parser.add_argument("--cache-interval", type=int, default=4)
+    parser.add_argument("--cache-end", type=int, default=37)
+    parser.add_argument("--cache-threshold", type=float, default=0.08)
     return parser.parse_args()
 
 
 def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runtime: Any) -> dict[str, Any]:
     """Load with this topology, generate once; returns the report (frames saved by rank 0)."""
+    from inference.cache.steps import CacheRequest
     from inference.generate import GenerationRequest, JobHooks, generate
     from inference.parallel.traffic import TrafficMeter
     from inference.parallel.context import ParallelContext
@@ -85,16 +91,19 @@ def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runt
     # 2. The pipeline, then one job; the meter counts what the denoising steps send.
     components = load_components(LoadOptions(ckpt_dir=args.ckpt, device=runtime.device), ctx)
     job = GenerationRequest(
-        prompt="a cat walks across a sunny garden", negative_prompt=None, image=test_image(args.width, args.height),
+        prompt="a cat walks across a sunny garden", negative_prompt=None, image=sample_image(args.width, args.height),
         width=args.width, height=args.height, num_frames=args.frames, guidance_scale=args.guidance,
         infer_steps=args.steps, seed=args.seed, sample_solver="unipc", sample_shift=5.0,
+        cache=CacheRequest(method=args.cache_method, start_step=args.cache_start, interval=args.cache_interval,
+                           end_step=args.cache_end, threshold=args.cache_threshold),
     )
     meter = TrafficMeter(enabled=args.count_bytes)
     hooks = JobHooks(phase=meter.phase)
     with meter:
         result = generate(components, job, ctx=ctx, hooks=hooks)
     # 3. What every rank held and sent, gathered on rank 0.
-    mine = {"rank": runtime.rank, "held_bytes": components.held_bytes, "traffic": meter.report(args.steps)}
+    mine = {"rank": runtime.rank, "held_bytes": components.held_bytes, "traffic": meter.report(args.steps),
+            "cache": result.acceleration["cache"]}
     everyone: list[Any] = [None] * runtime.world_size
     if runtime.distributed:
         dist.all_gather_object(everyone, mine, group=runtime.control_group)
@@ -104,6 +113,7 @@ def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runt
         args.out.mkdir(parents=True, exist_ok=True)
         np.save(args.out / f"{name}.npy", result.frames)
         report = {"case": name, "topology": topology.as_dict(), "timings": result.timings, "ranks": everyone,
+                  "acceleration": result.acceleration,
                   "request": {"width": args.width, "height": args.height, "frames": args.frames, "steps": args.steps,
                               "guidance": args.guidance}}
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))

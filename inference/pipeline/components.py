@@ -18,6 +18,8 @@ class WanComponents:
     scheduler_config: dict[str, Any]
     text_on_cpu: bool = False  # T5_CPU: rank 0 encodes on the host and broadcasts the embeddings
     attention_backend: str = "native"
+    caches: Any = None  # inference.cache.steps.StepCaches, installed on the transformer by the loader
+    prompts: Any = None  # inference.cache.prompts.PromptCache
     # Bytes of parameters and buffers this rank holds, per component (shards only when sharded).
     held_bytes: dict[str, int] = field(default_factory=dict)
 

@@ -50,7 +50,8 @@ def denoise(
             model_input = torch.cat([latents, condition], dim=1).to(dtype)  # (1, 36, T, h, w)
             timestep = t.expand(latents.shape[0])
 
-            def forward(text: torch.Tensor) -> torch.Tensor:
+            def forward(text: torch.Tensor, pass_name: str) -> torch.Tensor:
+                components.caches.position(index, pass_name)
                 return transformer(
                     hidden_states=model_input,
                     timestep=timestep,

@@ -50,15 +50,27 @@ def _t5(components: WanComponents, text: str, device: torch.device) -> torch.Ten
 def encode_texts(components: WanComponents, texts: list[str], ctx: ParallelContext) -> list[torch.Tensor]:
     """UMT5 embeddings of each text, on this rank's device in the DiT's dtype.
 
-    With T5 on the CPU only rank 0 holds the encoder: it encodes on the host and broadcasts the
-    embeddings. Otherwise every rank encodes (replicated, or together under FSDP)."""
-    with torch.inference_mode():
-        if components.text_on_cpu:
-            local = [_t5(components, text, torch.device("cpu")) for text in texts] if ctx.is_leader else None
-            embeds = ctx.broadcast_tensors(local, count=len(texts))
-        else:
-            embeds = [_t5(components, text, ctx.device.torch_device) for text in texts]
-    return [e.to(device=ctx.device.torch_device, dtype=components.transformer_dtype) for e in embeds]
+    Texts in the prompt cache are not encoded again. With T5 on the CPU only rank 0 holds the
+    encoder: it encodes on the host and broadcasts the embeddings. Otherwise every rank encodes
+    (replicated, or together under FSDP)."""
+    cache = components.prompts
+    found = [cache.get(text) if cache is not None else None for text in texts]
+    missing = [text for text, hit in zip(texts, found) if hit is None]
+    encoded: list[torch.Tensor] = []
+    if missing:
+        with torch.inference_mode():
+            if components.text_on_cpu:
+                local = [_t5(components, text, torch.device("cpu")) for text in missing] if ctx.is_leader else None
+                encoded = ctx.broadcast_tensors(local, count=len(missing))
+            else:
+                encoded = [_t5(components, text, ctx.device.torch_device) for text in missing]
+        encoded = [e.to(dtype=components.transformer_dtype) for e in encoded]
+        if cache is not None:
+            for text, embeddings in zip(missing, encoded):
+                cache.put(text, embeddings)
+    fresh = iter(encoded)
+    return [(hit if hit is not None else next(fresh)).to(device=ctx.device.torch_device, dtype=components.transformer_dtype)
+            for hit in found]
 
 
 # --------------------------------------------------------------------------- image

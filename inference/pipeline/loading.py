@@ -25,6 +25,8 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
+from inference.cache.prompts import PromptCache
+from inference.cache.steps import StepCaches
 from inference.checkpoint import read_model_index, scheduler_class, validate_checkpoint_dir
 from inference.devices import DeviceSpec, default_dtypes, memory_stats
 from inference.parallel.context import ParallelContext
@@ -39,6 +41,7 @@ from inference.parallel.fsdp import (
     weight_map,
 )
 from inference.parallel.sequence import enable_sequence_parallel
+from inference.pipeline.compile import compile_and_warm_up
 from inference.pipeline.components import WanComponents
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,10 @@ class LoadOptions:
     ckpt_dir: Path
     device: DeviceSpec
     dtypes: dict[str, torch.dtype] | None = None  # None -> default_dtypes(device)
+    attention_backend: str = "auto"  # ATTENTION_BACKEND: auto, or a diffusers backend name
+    prompt_cache_size: int = 32  # PROMPT_CACHE_SIZE: text embeddings kept (0: none)
+    # COMPILE: regional compilation, warmed up for these (width, height, frames); None: eager.
+    compile_shapes: list[tuple[int, int, int]] | None = None
 
 
 def resolve_dtypes(options: LoadOptions) -> dict[str, torch.dtype]:
@@ -175,8 +182,9 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
     image_processor = CLIPImageProcessorPil.from_pretrained(ckpt_dir / "image_processor", local_files_only=True)
     scheduler = scheduler_class(index, ckpt_dir).from_pretrained(ckpt_dir, subfolder="scheduler", local_files_only=True)
 
-    # 4. The DiT's attention, split over the sequence ranks when the topology says so.
-    backend = enable_sequence_parallel(transformer, ctx.topology, ctx.meshes, ctx.device.kind)
+    # 4. The DiT's attention, split over the sequence ranks when the topology says so; then the
+    # step caches (off until a job asks) and the prompt-embedding cache.
+    backend = enable_sequence_parallel(transformer, ctx.topology, ctx.meshes, ctx.device.kind, options.attention_backend)
     components = WanComponents(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
@@ -187,10 +195,15 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
         scheduler_config=dict(scheduler.config),
         text_on_cpu=ctx.topology.t5_cpu,
         attention_backend=backend,
+        caches=StepCaches(transformer),
+        prompts=PromptCache(capacity=options.prompt_cache_size),
     )
     components.held_bytes = {
         name: held_bytes(getattr(components, name)) for name in ("transformer", "text_encoder", "image_encoder", "vae")
     }
+    # 5. Compilation is paid here, before the worker reports ready, not by the first jobs.
+    if options.compile_shapes is not None:
+        compile_and_warm_up(components, ctx, options.compile_shapes)
     _log_memory(components, ctx, time.perf_counter() - started)
     return components
 

@@ -1,0 +1,72 @@
+"""The step caches of one transformer, begun and ended with every job."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from inference.cache.attention import AttentionCache, AttentionCachePlan
+
+CACHE_METHODS: tuple[str, ...] = ("none", "attention", "dbcache")
+
+
+@dataclass(frozen=True)
+class CacheRequest:
+    """A job's cache choice (the API's use_attentioncache / cache_method and their fields)."""
+
+    method: str = "none"
+    start_step: int = 12
+    interval: int = 4
+    end_step: int = 37
+    threshold: float = 0.08  # dbcache: relative change of the first blocks' residual under which a step is reused
+
+    def __post_init__(self) -> None:
+        if self.method not in CACHE_METHODS:
+            raise ValueError(f"cache method must be one of {', '.join(CACHE_METHODS)}, got {self.method!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"cache_threshold must be in [0, 1], got {self.threshold}")
+
+
+class StepCaches:
+    """Installed on the transformer once at load; each job begins with empty caches."""
+
+    def __init__(self, transformer: torch.nn.Module, adaptive: Any = None) -> None:
+        self.attention = AttentionCache.install(transformer)
+        self.adaptive = adaptive  # inference.cache.adaptive.AdaptiveCache, when available
+        self.request = CacheRequest()
+        self.steps = 0
+
+    def begin(self, request: CacheRequest, steps: int) -> list[str]:
+        """Start a job; returns the warnings for its status document."""
+        self.request, self.steps = request, steps
+        plan = None
+        if request.method == "attention":
+            plan = AttentionCachePlan(start_step=request.start_step, interval=request.interval,
+                                      end_step=request.end_step, steps=steps)
+        self.attention.begin(plan)
+        if request.method == "dbcache":
+            if self.adaptive is None:
+                raise ValueError("cache_method dbcache needs cache-dit, which this worker could not load")
+            self.adaptive.begin(threshold=request.threshold, steps=steps)
+        return plan.warnings() if plan is not None else []
+
+    def position(self, step: int, pass_name: str) -> None:
+        self.attention.position(step, pass_name)
+        if self.adaptive is not None and self.request.method == "dbcache":
+            self.adaptive.position(step, pass_name)
+
+    def end(self) -> dict[str, Any]:
+        """End the job (also after a stop); returns what was reused."""
+        report: dict[str, Any] = {"method": self.request.method}
+        if self.request.method == "attention":
+            plan = self.attention.plan
+            report.update({"start_step": plan.start_step, "interval": plan.interval, "end_step": plan.last_step,
+                           "reused_steps_per_pass": plan.reused_steps, **self.attention.report()})
+        elif self.request.method == "dbcache":
+            report.update({"threshold": self.request.threshold, **self.adaptive.report()})
+        self.attention.end()
+        if self.adaptive is not None:
+            self.adaptive.end()
+        self.request = CacheRequest()
+        return report
