@@ -7,6 +7,9 @@ import pytest
 from PIL import Image
 from rest_framework.test import APIClient
 
+# The tiny checkpoint, loaded once per session, for every module that asks for it.
+from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _isolated_files(settings, tmp_path):

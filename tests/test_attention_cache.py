@@ -14,7 +14,6 @@ from inference.generate import GenerationRequest, generate
 from inference.parallel.context import ParallelContext
 from inference.parallel.trial import sample_image
 from inference.pipeline.components import WanComponents
-from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
 
 
 def _request(steps: int, cache: CacheRequest, guidance: float = 4.0) -> GenerationRequest:

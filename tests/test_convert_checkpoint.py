@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 from inference.checkpoint import CheckpointError, validate_checkpoint_dir
 from inference.convert import T5_FILE, clip_tensors, t5_key
-from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
 from tests.original_layout import write_original_layout
 
 

@@ -16,8 +16,7 @@ import pytest
 from inference.video import probe_mp4
 from tests.conftest import make_job, png_bytes
 from tests.daemon_support import daemon_argv, finished, job_state, running, service_env, wait_for
-from tests.inference_fixtures import tiny_ckpt  # noqa: F401
-from videojobs import selectors, services, tasks
+from videojobs import selectors, services
 from videojobs.models import InferenceWorker, JobStatus
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

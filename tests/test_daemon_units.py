@@ -10,7 +10,6 @@ from inference.devices import resolve_device
 from inference.parallel.context import ParallelContext
 from inference.parallel.topology import Topology
 from inference.runtime import Runtime, StopFlag, agree_flag
-from tests.inference_fixtures import tiny_ckpt  # noqa: F401
 
 
 def single_rank() -> Runtime:

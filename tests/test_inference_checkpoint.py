@@ -15,7 +15,6 @@ from inference.checkpoint import CheckpointError, parse_dtype, validate_checkpoi
 from inference.pipeline.components import WanComponents
 from inference.pipeline.loading import LoadOptions, load_components
 from inference.tiny import create_tiny_checkpoint
-from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
 
 # --------------------------------------------------------------------------- helpers
 

@@ -26,7 +26,6 @@ from inference.generate import (
 from inference.parallel.context import ParallelContext
 from inference.pipeline import encode as encode_module
 from inference.pipeline.components import WanComponents
-from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
 from tests.old_loop import old_generate
 from videojobs.params import DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.inference_fixtures import tiny_ckpt  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

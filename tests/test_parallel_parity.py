@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.inference_fixtures import tiny_ckpt  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

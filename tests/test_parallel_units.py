@@ -13,7 +13,6 @@ from inference.parallel.sequence import NATIVE, NATIVE_CUDNN, NATIVE_NPU, _cpu_a
 from inference.parallel.topology import TopologyRequest, resolve_topology
 from inference.parallel.traffic import fsdp_shard_bytes, sent_bytes, step_traffic
 from inference.parallel.vae import Strips
-from tests.inference_fixtures import tiny_ckpt  # noqa: F401
 
 
 def test_meta_built_dit_gets_exactly_from_pretrained_dtypes(tiny_ckpt: Path) -> None:  # noqa: F811

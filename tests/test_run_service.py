@@ -14,7 +14,6 @@ import psutil
 import pytest
 
 from tests.daemon_support import ROOT, service_env, wait_for
-from tests.inference_fixtures import tiny_ckpt  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -23,7 +23,6 @@ from PIL import Image
 from inference.video import read_frames, write_mp4
 from tests.conftest import png_bytes
 from tests.daemon_support import ROOT, service_env, wait_for
-from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
 from tests.test_run_service import call, free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

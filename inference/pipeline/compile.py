@@ -13,6 +13,7 @@ import logging
 import time
 
 import torch
+import torch._dynamo
 
 from inference.cache.attention import REUSE, STORE
 from inference.parallel.context import ParallelContext
@@ -32,8 +33,6 @@ def compile_and_warm_up(components: WanComponents, ctx: ParallelContext, shapes:
     # 1. Compile the repeated blocks (lazily: nothing happens until the first call). The blocks
     # have 7 variants (plain, and the attention cache's 3 per pass): room for them and a few
     # more before dynamo would fall back to eager.
-    import torch._dynamo
-
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
     transformer = components.transformer
     transformer.compile_repeated_blocks(fullgraph=not ctx.distributed)
