@@ -25,7 +25,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from inference.cache.steps import CacheRequest
+from inference.cache.steps import CacheRequest, merge_reports
 from inference.devices import synchronize
 from inference.parallel.context import ParallelContext
 from inference.parallel.topology import sequence_split_error
@@ -205,6 +205,15 @@ def _timed(timings: dict[str, float], phase: str, ctx: ParallelContext, hooks: J
     return result
 
 
+def _whole_group_report(report: dict[str, Any], ctx: ParallelContext) -> dict[str, Any]:
+    """Under CFG parallel rank 0 only saw the conditional pass: unite every rank's report."""
+    if not ctx.distributed or report.get("method", "none") == "none":
+        return report
+    everyone: list[Any] = [None] * ctx.topology.world_size
+    torch.distributed.all_gather_object(everyone, report, group=ctx.control_group)
+    return merge_reports(everyone)
+
+
 def _negative_text(request: GenerationRequest) -> str:
     text = request.negative_prompt or ""
     return text if text.strip() else DEFAULT_NEGATIVE_PROMPT
@@ -251,11 +260,12 @@ def generate(
                            guidance_scale=request.guidance_scale, steps=request.infer_steps, ctx=ctx,
                            on_step=hooks.step)
 
-        warnings = components.caches.begin(request.cache, request.infer_steps)
+        warnings = components.caches.begin(request.cache, request.infer_steps, guidance=request.guidance_scale > 1.0)
         try:
             latents = _timed(timings, "denoising", ctx, hooks, run_loop)
         finally:
             cache_report = components.caches.end()
+        cache_report = _whole_group_report(cache_report, ctx)
 
         # 4. Decoding: frames on rank 0 only.
         def decode() -> np.ndarray | None:

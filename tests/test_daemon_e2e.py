@@ -135,14 +135,19 @@ def test_a_cached_job_reports_what_it_reused(ready_job, tiny_ckpt, tmp_path):  #
     # The original's defaults (12/4/37) over 20 steps: stores at 12 and 16, reuses 13-15 and 17-19.
     job = ready_job(use_attentioncache=True, cache_method="attention", start_step=12, attentioncache_interval=4,
                     end_step=37, infer_steps=20)
+    adaptive = ready_job(cache_method="dbcache", cache_threshold=0.5, infer_steps=20)
     log = tmp_path / "daemon.log"
     with running(daemon_argv(), service_env(tiny_ckpt), log):
         done = wait_for(lambda: finished(job.pk), timeout=120, what="the cached job", log=log)
+        adapted = wait_for(lambda: finished(adaptive.pk), timeout=120, what="the dbcache job", log=log)
     assert done.status == JobStatus.SUCCEED, done.reason
     cache = selectors.status_document(job=done)["results"]["acceleration"]["cache"]
     assert (cache["method"], cache["end_step"], cache["reused_steps_per_pass"]) == ("attention", 19, 6)
     blocks = 2  # the tiny DiT
     assert cache["reused"] == {"cond": 6 * blocks, "uncond": 6 * blocks}
+    assert adapted.status == JobStatus.SUCCEED, adapted.reason
+    cache = selectors.status_document(job=adapted)["results"]["acceleration"]["cache"]
+    assert cache["method"] == "dbcache" and cache["cached_steps"]["cond"] > 0 and cache["cached_steps"]["uncond"] > 0
 
 
 def test_cancel_during_the_vae_decode_stops_after_one_chunk(ready_job, settings, tiny_ckpt, tmp_path):  # noqa: F811

@@ -37,7 +37,7 @@ class StepCaches:
         self.request = CacheRequest()
         self.steps = 0
 
-    def begin(self, request: CacheRequest, steps: int) -> list[str]:
+    def begin(self, request: CacheRequest, steps: int, *, guidance: bool) -> list[str]:
         """Start a job; returns the warnings for its status document."""
         self.request, self.steps = request, steps
         plan = None
@@ -48,16 +48,15 @@ class StepCaches:
         if request.method == "dbcache":
             if self.adaptive is None:
                 raise ValueError("cache_method dbcache needs cache-dit, which this worker could not load")
-            self.adaptive.begin(threshold=request.threshold, steps=steps)
+            self.adaptive.begin(threshold=request.threshold, steps=steps, guidance=guidance)
         return plan.warnings() if plan is not None else []
 
     def position(self, step: int, pass_name: str) -> None:
+        # The adaptive cache counts the transformer's calls itself.
         self.attention.position(step, pass_name)
-        if self.adaptive is not None and self.request.method == "dbcache":
-            self.adaptive.position(step, pass_name)
 
     def end(self) -> dict[str, Any]:
-        """End the job (also after a stop); returns what was reused."""
+        """End the job (also after a stop); returns what this rank reused."""
         report: dict[str, Any] = {"method": self.request.method}
         if self.request.method == "attention":
             plan = self.attention.plan
@@ -70,3 +69,16 @@ class StepCaches:
             self.adaptive.end()
         self.request = CacheRequest()
         return report
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from every rank's: under CFG parallel each half knows only its own pass, and
+    the ranks of a half agree, so the per-pass tables are united."""
+    merged: dict[str, Any] = {}
+    for report in reports:
+        for key, value in report.items():
+            if isinstance(value, dict):
+                merged.setdefault(key, {}).update({k: v for k, v in value.items() if k not in merged.get(key, {})})
+            else:
+                merged.setdefault(key, value)
+    return merged

@@ -195,7 +195,7 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
         scheduler_config=dict(scheduler.config),
         text_on_cpu=ctx.topology.t5_cpu,
         attention_backend=backend,
-        caches=StepCaches(transformer),
+        caches=StepCaches(transformer, adaptive=_adaptive_cache(transformer, ctx)),
         prompts=PromptCache(capacity=options.prompt_cache_size),
     )
     components.held_bytes = {
@@ -206,6 +206,18 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
         compile_and_warm_up(components, ctx, options.compile_shapes)
     _log_memory(components, ctx, time.perf_counter() - started)
     return components
+
+
+def _adaptive_cache(transformer: torch.nn.Module, ctx: ParallelContext) -> object | None:
+    """cache-dit's DBCache for ``cache_method: dbcache`` jobs, or None when cache-dit is missing
+    (those jobs then fail with a reason; every other job runs as usual)."""
+    try:
+        from inference.cache.adaptive import AdaptiveCache
+
+        return AdaptiveCache(transformer, ctx)
+    except ImportError as exc:
+        logger.warning("cache-dit is not available (%s): cache_method dbcache jobs will fail", exc)
+        return None
 
 
 def _log_memory(components: WanComponents, ctx: ParallelContext, seconds: float) -> None:
