@@ -72,10 +72,18 @@ def test_submitted_job_runs_end_to_end_and_the_video_is_served(live_server, sett
         with running([sys.executable, "manage.py", "qcluster"], env, qlog), running(daemon_argv(), env, dlog):
             status, body = http_json(
                 f"{live_server.url}/video/submit",
-                {"prompt": "a red square drifting to the left", "image_url": image_url, **{**SMALL, "num_frames": 29}},
+                {"prompt": "a red square drifting to the left", "image_url": image_url, **{**SMALL, "num_frames": 29},
+                 "use_attentioncache": True, "start_step": 12, "attentioncache_interval": 4, "end_step": 37},
             )
             assert status == 202, body
             request_id = body["requestId"]
+            status, body = http_json(
+                f"{live_server.url}/video/submit",
+                {"prompt": "a red square drifting to the left", "image_url": image_url, **SMALL,
+                 "cache_method": "dbcache", "cache_threshold": 0.5},
+            )
+            assert status == 202, body
+            adaptive_id = body["requestId"]
             steps_seen: list[int] = []
 
             def done():
@@ -91,6 +99,9 @@ def test_submitted_job_runs_end_to_end_and_the_video_is_served(live_server, sett
             results = doc["results"]
             assert results["frames"] == 29 and results["fps"] == 16 and results["resolution"] == "64*64"
             assert set(results["timings"]) >= {"encoding", "denoising", "decoding", "saving"}
+            # The attention cache ran (12/4/37 over 20 steps reuses 6 steps per pass) and says so.
+            assert results["acceleration"]["cache"]["reused_steps_per_pass"] == 6
+            assert results["acceleration"]["attention_backend"] == "native"
             # Progress rose step by step: strictly increasing, several distinct steps observed.
             assert steps_seen == sorted(set(steps_seen)) and len(steps_seen) >= 3, steps_seen
             # The video over HTTP, decoded.
@@ -100,6 +111,10 @@ def test_submitted_job_runs_end_to_end_and_the_video_is_served(live_server, sett
                 video.write_bytes(response.read())
             info = probe_mp4(video)
             assert (info.frames, info.width, info.height, info.fps) == (29, 64, 64, 16)
+            # The adaptive cache's job, submitted right after, reports the steps it reused.
+            wait_for(lambda: job_state(_pk(adaptive_id)).status == "Succeed", timeout=120, what="the dbcache job", log=dlog)
+            cache = http_json(f"{live_server.url}/video/status", {"requestId": adaptive_id})[1]["results"]["acceleration"]["cache"]
+            assert cache["method"] == "dbcache" and cache["cached_steps"]["cond"] > 0
             # The daemon registered itself and /health is ready.
             assert InferenceWorker.objects.filter(state__in=["idle", "busy"]).exists()
             assert http_json(f"{live_server.url}/health")[0] == 200

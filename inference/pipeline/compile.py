@@ -39,8 +39,8 @@ def compile_and_warm_up(components: WanComponents, ctx: ParallelContext, shapes:
     # 2. One pass per shape with inputs of the real shapes (every rank, in the same order).
     config = transformer.config
     dtype, device = components.transformer_dtype, ctx.device.torch_device
-    vision = components.image_encoder.config
-    image_tokens = (vision.image_size // vision.patch_size) ** 2 + 1
+    vision = getattr(components.image_encoder, "config", None)
+    image_tokens = (vision.image_size // vision.patch_size) ** 2 + 1 if vision is not None else 257  # ViT-H/14
     generator = torch.Generator().manual_seed(0)
     cache = components.caches.attention
     for width, height, frames in shapes:
