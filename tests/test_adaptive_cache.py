@@ -40,6 +40,8 @@ def test_a_loose_threshold_skips_steps_of_both_passes(tiny_components: WanCompon
     assert report["cached_steps"]["cond"] > 0 and report["cached_steps"]["uncond"] > 0
     # The warm-up steps are always computed; never more than 3 reused steps in a row.
     assert min(report["cached_step_numbers"]["cond"]) >= 3
+    blocks = len(tiny_components.transformer.blocks)
+    assert report["skipped_blocks"]["cond"] == report["cached_steps"]["cond"] * (blocks - report["fn_blocks"])
     assert not np.array_equal(cached.frames, plain.frames)
 
 

@@ -126,14 +126,19 @@ def test_metrics_count_what_the_caches_reused(api):
     _finished_with({"cache": {"method": "attention", "reused": {"cond": 38, "uncond": 38}}, "attention_backend": "native",
                     "prompt_cache_hits": 2})
     _finished_with({"cache": {"method": "none"}, "attention_backend": "_native_cudnn", "prompt_cache_hits": 1})
+    _finished_with({"cache": {"method": "dbcache", "cached_steps": {"cond": 5, "uncond": 4},
+                              "skipped_blocks": {"cond": 160, "uncond": 128}}, "attention_backend": "native",
+                    "prompt_cache_hits": 0})
     stats = api.get("/metrics").json()["acceleration"]
-    assert stats["jobs_by_cache_method"] == {"attention": 1, "none": 1}
-    assert stats["jobs_by_attention_backend"] == {"native": 1, "_native_cudnn": 1}
+    assert stats["jobs_by_cache_method"] == {"attention": 1, "none": 1, "dbcache": 1}
+    assert stats["jobs_by_attention_backend"] == {"native": 2, "_native_cudnn": 1}
+    assert stats["blocks_skipped"] == {"cond": 160, "uncond": 128}
     assert stats["attention_outputs_reused"] == {"cond": 38, "uncond": 38}
     assert stats["prompt_cache_hits"] == 3
     text = api.get("/metrics?format=prometheus").content.decode()
     assert 'videogen_jobs_by_cache_method{method="attention"} 1' in text
     assert 'videogen_attention_outputs_reused{pass="uncond"} 38' in text
+    assert 'videogen_blocks_skipped{pass="cond"} 160' in text
 
 
 def test_the_admin_line_says_which_cache_ran_and_what_it_reused():

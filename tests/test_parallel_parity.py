@@ -52,6 +52,7 @@ CASES_4 = {
 ATTENTION_CACHE = ["--cache-method", "attention", "--cache-start", "0", "--cache-interval", "2", "--cache-end", "2"]
 CACHE_CASES_4 = {
     "attention_cache_ulysses2_cfg2": ("ULYSSES_SIZE=2,CFG_SIZE=2", 5.0, False),
+    "attention_cache_ulysses2_ring2": ("ULYSSES_SIZE=2,RING_SIZE=2", 5.0, False),
     "attention_cache_all_switches": ("ULYSSES_SIZE=2,CFG_SIZE=2,DIT_FSDP=1,T5_FSDP=1,VAE_PARALLEL=1", 5.0, False),
 }
 # The adaptive cache over 8 steps (warm-up 2, then it may reuse) at a loose threshold.

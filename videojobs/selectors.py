@@ -136,7 +136,9 @@ def acceleration_summary(*, result: dict[str, Any] | None) -> str:
         parts.append(f"{cache.get('reused_steps_per_pass', 0)} steps/pass reused "
                      f"({', '.join(f'{p} {n}' for p, n in sorted((cache.get('reused') or {}).items())) or 'none'} attention outputs)")
     elif method == "dbcache":
-        parts.append(f"steps reused per pass: {', '.join(f'{p} {n}' for p, n in sorted((cache.get('cached_steps') or {}).items())) or 'none'}")
+        reused = ", ".join(f"{p} {n}" for p, n in sorted((cache.get("cached_steps") or {}).items())) or "none"
+        skipped = ", ".join(f"{p} {n}" for p, n in sorted((cache.get("skipped_blocks") or {}).items())) or "none"
+        parts.append(f"steps reused per pass: {reused} (blocks skipped: {skipped})")
     parts.append(f"attention {acceleration.get('attention_backend', '?')}")
     parts.append(f"prompt cache hits {acceleration.get('prompt_cache_hits', 0)}")
     return "; ".join(parts)
@@ -166,6 +168,7 @@ def acceleration_stats() -> dict[str, Any]:
         "jobs_by_cache_method": by_method,
         "jobs_by_attention_backend": by_backend,
         "attention_outputs_reused": {p: total(f"result__acceleration__cache__reused__{p}") for p in ("cond", "uncond")},
+        "blocks_skipped": {p: total(f"result__acceleration__cache__skipped_blocks__{p}") for p in ("cond", "uncond")},
         "prompt_cache_hits": total("result__acceleration__prompt_cache_hits"),
     }
 

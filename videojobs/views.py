@@ -210,6 +210,9 @@ def _prometheus(body: dict) -> str:
         "# TYPE videogen_attention_outputs_reused counter",
         *(f'videogen_attention_outputs_reused{{pass="{p}"}} {n}'
           for p, n in body["acceleration"]["attention_outputs_reused"].items()),
+        "# HELP videogen_blocks_skipped Transformer block computations the adaptive cache skipped.",
+        "# TYPE videogen_blocks_skipped counter",
+        *(f'videogen_blocks_skipped{{pass="{p}"}} {n}' for p, n in body["acceleration"]["blocks_skipped"].items()),
         "# HELP videogen_prompt_cache_hits Prompt embeddings served without the text encoder.",
         "# TYPE videogen_prompt_cache_hits counter",
         f"videogen_prompt_cache_hits {body['acceleration']['prompt_cache_hits']}",

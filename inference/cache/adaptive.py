@@ -113,8 +113,9 @@ class AdaptiveCache:
             steps = {"cond": cached, "uncond": cfg_cached}
         else:
             steps = {self._single_pass(): cached}
+        skipped = len(self.transformer.blocks) - self.fn_blocks  # blocks not run on a reused step
         return {"cached_steps": {p: len(s) for p, s in steps.items()}, "cached_step_numbers": steps,
-                "fn_blocks": self.fn_blocks}
+                "fn_blocks": self.fn_blocks, "skipped_blocks": {p: len(s) * skipped for p, s in steps.items()}}
 
     def end(self) -> None:
         if self.enabled:
