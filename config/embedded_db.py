@@ -10,6 +10,10 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
+# Whether this process started the server (rather than finding it running): whoever started
+# it may stop it when done (the test session does; `make run` always stops it).
+STARTED_HERE = False
+
 
 def embedded_database_url(data_dir: Path) -> str:
     import logging
@@ -25,9 +29,12 @@ def embedded_database_url(data_dir: Path) -> str:
     os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.geteuid()}")
     data_dir.mkdir(parents=True, exist_ok=True)
     # web, qcluster and the daemon may start at the same moment: one initdb, one postmaster.
+    global STARTED_HERE
     with open(data_dir.parent / f".{data_dir.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        running = (data_dir / "postmaster.pid").exists()
         server = pgserver.get_server(str(data_dir), cleanup_mode=None)
+        STARTED_HERE = not running
         return server.get_uri()
 
 

@@ -11,6 +11,16 @@ from rest_framework.test import APIClient
 from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
 
 
+def pytest_sessionfinish(session, exitstatus):
+    # A test run leaves no server behind: the embedded Postgres stops if this run started it.
+    from django.conf import settings
+
+    from config import embedded_db
+
+    if getattr(settings, "EMBEDDED_DB", False) and embedded_db.STARTED_HERE:
+        embedded_db.stop_embedded_database(settings.EMBEDDED_DB_DIR)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_files(settings, tmp_path):
     # Each test writes videos and inputs into its own folders.
