@@ -5,6 +5,7 @@ the response repeats, so an operator can find the log line.
 """
 from __future__ import annotations
 
+import io
 import logging
 import uuid
 
@@ -12,6 +13,8 @@ from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from videojobs.parsers import PayloadTooLarge
 
 logger = logging.getLogger("videojobs.api")
 
@@ -40,6 +43,8 @@ def exception_handler(exc, context):
             error_body("VALIDATION_ERROR", "; ".join(flatten_errors(fields)), fields=fields),
             status=status.HTTP_400_BAD_REQUEST,
         )
+    if isinstance(exc, PayloadTooLarge):
+        return Response(error_body("PAYLOAD_TOO_LARGE", str(exc.detail)), status=413)
     if isinstance(exc, exceptions.ParseError):
         return Response(error_body("INVALID_JSON", f"the request body is not valid JSON: {exc.detail}"), status=400)
     if isinstance(exc, exceptions.UnsupportedMediaType):
@@ -74,7 +79,9 @@ class BodySizeLimitMiddleware:
     """413 for bodies over DATA_UPLOAD_MAX_MEMORY_SIZE.
 
     DRF's parsers read the request stream directly, so Django's own body limit never fires
-    for API views; the declared length is checked here before any view runs.
+    for API views; the declared length is checked here before any view runs. A body sent with
+    ``Transfer-Encoding: chunked`` declares no length (Django would read it as empty): it is
+    read here, at most one byte past the limit, and handed on as an ordinary body.
     """
 
     def __init__(self, get_response):
@@ -83,13 +90,22 @@ class BodySizeLimitMiddleware:
     def __call__(self, request):
         from django.conf import settings
 
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and not request.META.get("CONTENT_LENGTH"):
+            body = request.META["wsgi.input"].read(limit + 1)
+            if len(body) > limit:
+                return _too_large(f"the chunked request body is over {limit} bytes")
+            request._stream = io.BytesIO(body)
+            request.META["CONTENT_LENGTH"] = str(len(body))
+            return self.get_response(request)
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return JsonResponse(error_body("BAD_REQUEST", "invalid Content-Length"), status=400)
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if limit is not None and length > limit:
-            return JsonResponse(
-                error_body("PAYLOAD_TOO_LARGE", f"the request body is {length} bytes; the limit is {limit}"), status=413
-            )
+            return _too_large(f"the request body is {length} bytes; the limit is {limit}")
         return self.get_response(request)
+
+
+def _too_large(message: str) -> JsonResponse:
+    return JsonResponse(error_body("PAYLOAD_TOO_LARGE", message), status=413)

@@ -9,8 +9,47 @@ from rest_framework import serializers
 from videojobs import params as P
 
 
+IDEMPOTENCY_KEY_MAX_CHARS = 128
+
+
 def allowed_image_sizes() -> list[str]:
     return list(dict.fromkeys([*P.SUPPORTED_IMAGE_SIZES, *settings.EXTRA_IMAGE_SIZES]))
+
+
+def validate_idempotency_key(value: str | None) -> str | None:
+    """The Idempotency-Key header: absent, or 1-128 printable ASCII characters."""
+    if value is None:
+        return None
+    if not value or len(value) > IDEMPOTENCY_KEY_MAX_CHARS or not (value.isascii() and value.isprintable()):
+        raise serializers.ValidationError(
+            {"Idempotency-Key": [f"must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters (got {len(value)})"]}
+        )
+    return value
+
+
+# Strict JSON types, as the OpenAPI schema states them: DRF would otherwise take "81" or 81.0
+# for an integer and "yes" for a boolean. A client's type error is a 400, not a guess.
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "Must be a JSON boolean (true or false)."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
 
 
 class SubmitSerializer(serializers.Serializer):
@@ -18,33 +57,33 @@ class SubmitSerializer(serializers.Serializer):
     prompt = serializers.CharField(min_length=P.PROMPT_MIN_CHARS, max_length=P.PROMPT_MAX_CHARS)
     image_url = serializers.URLField(max_length=2048)
     image_size = serializers.CharField(default=P.IMAGE_SIZE_DEFAULT, max_length=16)
-    num_frames = serializers.IntegerField(default=P.NUM_FRAMES_DEFAULT)
-    guidance_scale = serializers.FloatField(default=P.GUIDANCE_DEFAULT, min_value=P.GUIDANCE_MIN, max_value=P.GUIDANCE_MAX)
-    infer_steps = serializers.IntegerField(default=P.STEPS_DEFAULT, min_value=P.STEPS_MIN, max_value=P.STEPS_MAX)
-    seed = serializers.IntegerField(default=None, allow_null=True, min_value=P.SEED_MIN, max_value=P.SEED_MAX)
+    num_frames = StrictIntegerField(default=P.NUM_FRAMES_DEFAULT)
+    guidance_scale = StrictFloatField(default=P.GUIDANCE_DEFAULT, min_value=P.GUIDANCE_MIN, max_value=P.GUIDANCE_MAX)
+    infer_steps = StrictIntegerField(default=P.STEPS_DEFAULT, min_value=P.STEPS_MIN, max_value=P.STEPS_MAX)
+    seed = StrictIntegerField(default=None, allow_null=True, min_value=P.SEED_MIN, max_value=P.SEED_MAX)
     negative_prompt = serializers.CharField(
         default=None, allow_null=True, allow_blank=True, max_length=P.NEGATIVE_PROMPT_MAX_CHARS
     )
     # Distributed parameters: how the original server was started. Accepted, compared with
     # the topology of the worker that runs the job, reported in the status document.
-    vae_parallel = serializers.BooleanField(default=False)
-    ulysses_size = serializers.IntegerField(default=1, min_value=1, max_value=64)
-    dit_fsdp = serializers.BooleanField(default=False)
-    t5_fsdp = serializers.BooleanField(default=False)
-    cfg_size = serializers.IntegerField(default=1, min_value=1, max_value=2)
+    vae_parallel = StrictBooleanField(default=False)
+    ulysses_size = StrictIntegerField(default=1, min_value=1, max_value=64)
+    dit_fsdp = StrictBooleanField(default=False)
+    t5_fsdp = StrictBooleanField(default=False)
+    cfg_size = StrictIntegerField(default=1, min_value=1, max_value=2)
     # Performance parameters.
-    use_attentioncache = serializers.BooleanField(default=False)
-    start_step = serializers.IntegerField(default=P.ATTENTIONCACHE_DEFAULTS["start_step"], min_value=0, max_value=P.STEPS_MAX)
-    attentioncache_interval = serializers.IntegerField(
+    use_attentioncache = StrictBooleanField(default=False)
+    start_step = StrictIntegerField(default=P.ATTENTIONCACHE_DEFAULTS["start_step"], min_value=0, max_value=P.STEPS_MAX)
+    attentioncache_interval = StrictIntegerField(
         default=P.ATTENTIONCACHE_DEFAULTS["attentioncache_interval"], min_value=1, max_value=P.STEPS_MAX
     )
-    end_step = serializers.IntegerField(default=P.ATTENTIONCACHE_DEFAULTS["end_step"], min_value=0, max_value=P.STEPS_MAX)
+    end_step = StrictIntegerField(default=P.ATTENTIONCACHE_DEFAULTS["end_step"], min_value=0, max_value=P.STEPS_MAX)
     cache_method = serializers.ChoiceField(choices=P.CACHE_METHODS, default=None, allow_null=True)
-    cache_threshold = serializers.FloatField(
+    cache_threshold = StrictFloatField(
         default=P.CACHE_THRESHOLD_DEFAULT, min_value=P.CACHE_THRESHOLD_MIN, max_value=P.CACHE_THRESHOLD_MAX
     )
     sample_solver = serializers.ChoiceField(choices=P.SAMPLE_SOLVERS, default=P.SOLVER_DEFAULT)
-    sample_shift = serializers.FloatField(default=P.SHIFT_DEFAULT, min_value=P.SHIFT_MIN, max_value=P.SHIFT_MAX)
+    sample_shift = StrictFloatField(default=P.SHIFT_DEFAULT, min_value=P.SHIFT_MIN, max_value=P.SHIFT_MAX)
 
     def validate_image_url(self, value: str) -> str:
         if urlsplit(value).scheme.lower() not in ("http", "https"):

@@ -23,6 +23,7 @@ from videojobs.serializers import (
     StatusResponseSerializer,
     SubmitResponseSerializer,
     SubmitSerializer,
+    validate_idempotency_key,
 )
 
 STARTED_AT = time.time()
@@ -44,6 +45,7 @@ class SubmitView(APIView):
         summary="Submit an image-to-video job",
     )
     def post(self, request: Request) -> Response:
+        idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
         serializer = SubmitSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
@@ -56,7 +58,7 @@ class SubmitView(APIView):
                 image_url=image_url,
                 negative_prompt=negative_prompt,
                 params=data,
-                idempotency_key=request.headers.get("Idempotency-Key") or None,
+                idempotency_key=idempotency_key,
             )
         except services.QueueFull as full:
             response = Response(
