@@ -184,6 +184,12 @@ def _epoch(value) -> float | None:
     return round(value.timestamp(), 3) if value else None
 
 
+def expired_video_reason(*, request_id: str) -> str | None:
+    """Why a finished job's video is gone (the disk quota deleted it), or None."""
+    result = VideoJob.objects.filter(request_id=request_id).values_list("result", flat=True).first() or {}
+    return result.get("expired_reason") if result.get("expired") else None
+
+
 def video_url_for(*, request_id: str) -> str:
     return f"/videos/{request_id}.mp4"
 
@@ -193,7 +199,11 @@ def status_document(*, job: VideoJob) -> dict[str, Any]:
     results = None
     if job.status == JobStatus.SUCCEED and job.result:
         results = {k: v for k, v in job.result.items() if k not in ("video_file",)}
-        results["video_url"] = video_url_for(request_id=job.request_id)
+        if job.result.get("expired"):
+            # Nothing left to download: no URL or path that would only answer 410.
+            results.pop("video_path", None)
+        else:
+            results["video_url"] = video_url_for(request_id=job.request_id)
     elif job.result:
         # A stopped or failed job still reports what actually ran (topology, warnings).
         results = {k: v for k, v in job.result.items() if k in ("topology", "warnings", "seed")} or None

@@ -539,8 +539,11 @@ def enforce_output_quota(*, max_bytes: int | None = None) -> int:
     return removed
 
 
+EXPIRED_REASON = "the video was deleted to keep OUTPUT_DIR within MAX_OUTPUT_DIR_SIZE; submit the job again"
+
+
 def _expired_result(request_id: str) -> dict[str, Any]:
     job = VideoJob.objects.filter(request_id=request_id).only("result").first()
     result = dict(job.result) if job else {}
-    result["expired"] = True
+    result.update(expired=True, expired_at=timezone.now().timestamp(), expired_reason=EXPIRED_REASON)
     return result

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -231,5 +231,8 @@ def video_file(request, request_id: str):
         raise Http404("no such video")
     path = Path(settings.OUTPUT_DIR) / f"{request_id}.mp4"
     if not path.is_file():
+        reason = selectors.expired_video_reason(request_id=request_id)
+        if reason is not None:
+            return JsonResponse(error_body("GONE", reason), status=410)
         raise Http404("no such video")
     return FileResponse(path.open("rb"), content_type="video/mp4", filename=path.name)
