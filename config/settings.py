@@ -103,6 +103,8 @@ MEDIA_ROOT = Path(env.string("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 OUTPUT_DIR = Path(env.string("OUTPUT_DIR", str(BASE_DIR / "generated_videos")))
 MAX_OUTPUT_DIR_SIZE_GB = env.number("MAX_OUTPUT_DIR_SIZE", 50.0, minimum=0.001)
+# Free space the daemon needs on OUTPUT_DIR's disk before it runs a job (else DISK_FULL, at once).
+MIN_FREE_DISK_MB = env.integer("MIN_FREE_DISK_MB", 1024, minimum=0)
 
 # --- request limits -------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("MAX_REQUEST_BYTES", 64 * 1024, minimum=1024)

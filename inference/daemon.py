@@ -54,6 +54,7 @@ class DaemonConfig:
     idle_tick_seconds: float
     task_timeout: int
     fps: int
+    min_free_bytes: int = 0  # MIN_FREE_DISK_MB on OUTPUT_DIR's disk before a job runs
     max_jobs: int | None = None  # stop after this many jobs (benchmarks and tests)
 
     @classmethod
@@ -70,6 +71,7 @@ class DaemonConfig:
             idle_tick_seconds=settings.DAEMON_IDLE_TICK_SECONDS,
             task_timeout=settings.TASK_TIMEOUT,
             fps=settings.VIDEO_FPS,
+            min_free_bytes=settings.MIN_FREE_DISK_MB * 2**20,
             max_jobs=max_jobs,
         )
 
@@ -238,6 +240,7 @@ class Daemon:
 
     def _next_message(self) -> dict[str, Any]:
         """Rank 0: a job, an idle tick, or shutdown; never waits past the idle tick."""
+        from inference.video import output_problem
         from videojobs import services
 
         deadline = time.monotonic() + self.config.idle_tick_seconds
@@ -253,6 +256,11 @@ class Daemon:
                 time.sleep(min(self.config.poll_seconds, max(deadline - time.monotonic(), 0)))
                 return {"kind": "idle"}
             if job is not None:
+                # A disk that cannot take the video fails the job now, not after its inference.
+                problem = output_problem(self.config.output_dir, min_free_bytes=self.config.min_free_bytes)
+                if problem is not None:
+                    services.fail_job(job_id=job.pk, attempt=job.attempt, code=problem[0], reason=problem[1])
+                    continue
                 try:
                     return self._job_message(job)
                 except OSError as exc:
@@ -454,6 +462,18 @@ class Daemon:
         logger.info("job %s ended: %s %s", active.request_id, outcome.name, timings)
 
 
+def _check_output_at_start(config: DaemonConfig) -> None:
+    """Refuse to start without a writable output folder (one line, its path: this is the operator's
+    log, not a client's); a full disk only warns, since space may be freed before the next job."""
+    from inference.video import output_problem
+
+    problem = output_problem(config.output_dir, min_free_bytes=config.min_free_bytes)
+    if problem is not None and problem[0] == "OUTPUT_UNWRITABLE":
+        raise ValueError(f"OUTPUT_DIR {config.output_dir} is not writable: {problem[1]}")
+    if problem is not None:
+        logger.warning("OUTPUT_DIR %s: %s", config.output_dir, problem[1])
+
+
 def _generation_request(message: dict[str, Any]) -> Any:
     """The job message rank 0 broadcast, as the request every rank generates."""
     from PIL import Image
@@ -519,7 +539,7 @@ def main(*, max_jobs: int | None = None) -> int:
         barrier(runtime)
         # 4. One readable line for a missing or incomplete checkpoint, on every rank.
         validate_checkpoint_dir(config.ckpt_dir)
-        config.output_dir.mkdir(parents=True, exist_ok=True)
+        _check_output_at_start(config)
         # 5. The model's head count and the device complete the topology check; then the meshes.
         heads = int(transformer_config(config.ckpt_dir)["num_attention_heads"])
         topology, notes = resolve_topology(

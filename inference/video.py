@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,8 @@ def write_mp4(frames: np.ndarray, path: Path, *, fps: int = 16) -> VideoInfo:
         finally:
             writer.close()
 
-        # 3. Publish.
+        # 3. Publish, readable by the web server (mkstemp creates files 0600).
+        os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -129,3 +131,23 @@ def read_frames(path: Path) -> np.ndarray:
         return np.stack([np.asarray(frame, dtype=np.uint8) for frame in reader])
     finally:
         reader.close()
+
+
+def output_problem(folder: Path, *, min_free_bytes: int) -> tuple[str, str] | None:
+    """(error code, reason) when videos cannot be written to folder, else None.
+
+    Checked before a job runs, so a full or read-only disk fails the job in a second instead of
+    after its whole inference. The reason never names the server's paths."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        return ("OUTPUT_UNWRITABLE",
+                f"the server cannot write videos ({type(exc).__name__} on its output folder); an operator must fix OUTPUT_DIR")
+    free = shutil.disk_usage(folder).free
+    if free < min_free_bytes:
+        return ("DISK_FULL", f"the server's video disk has {free // 2**20} MiB free, under the {min_free_bytes // 2**20} MiB "
+                             "a video needs (MIN_FREE_DISK_MB); an operator must free space")
+    return None

@@ -43,7 +43,7 @@ def test_health_reports_the_topology_the_ready_worker_runs_not_the_web_settings(
     config = api.get("/health").json()["config"]
     assert {k: config[k] for k in ("world_size", "ulysses_size", "cfg_size", "dit_fsdp", "t5_cpu", "vae_parallel")} == {
         "world_size": 8, "ulysses_size": 4, "cfg_size": 2, "dit_fsdp": True, "t5_cpu": True, "vae_parallel": True}
-    assert config["source"] == "worker g8"
+    assert config["source"] == "worker #1"  # an anonymous caller is not told the worker's host:pid name
     assert api.get("/metrics").json()["config"]["model"]["ulysses_size"] == 4
 
 
@@ -150,3 +150,25 @@ def test_the_admin_line_says_which_cache_ran_and_what_it_reused():
     assert line == ("cache attention; 19 steps/pass reused (cond 760, uncond 760 attention outputs); "
                     "attention _native_cudnn; prompt cache hits 1")
     assert acceleration_summary(result={}) == "-"
+
+
+def test_anonymous_callers_see_no_host_pid_model_path_or_jobs(api):
+    from videojobs.models import InferenceWorker
+
+    register()
+    InferenceWorker.objects.update(model="/data/models/Wan2.1-I2V-14B-720P-Diffusers", host="gpu-node-7", pid=4242)
+    for path in ("/health", "/metrics"):
+        body = api.get(path).content.decode()
+        assert "/data/models" not in body and "gpu-node-7" not in body and "4242" not in body, path
+    worker = api.get("/health").json()["workers"]["workers"][0]
+    assert worker["name"] == "#1" and worker["state"] == "idle" and "host" not in worker
+
+
+def test_operators_logged_into_the_admin_see_everything(api, django_user_model):
+    from videojobs.models import InferenceWorker
+
+    register()
+    InferenceWorker.objects.update(model="/data/models/Wan", host="gpu-node-7", pid=4242)
+    api.force_login(django_user_model.objects.create_user("ops", password="x", is_staff=True))
+    worker = api.get("/health").json()["workers"]["workers"][0]
+    assert (worker["host"], worker["pid"], worker["model"], worker["name"]) == ("gpu-node-7", 4242, "/data/models/Wan", "w1")

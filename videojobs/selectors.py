@@ -74,28 +74,34 @@ def ready_workers(*, now=None) -> list[InferenceWorker]:
     )
 
 
-def worker_summary(*, now=None) -> dict[str, Any]:
+# What only operators see of a worker: where it runs and what it holds (host, pid, model path,
+# the job it is running). Anonymous callers of /health and /metrics get the rest.
+PRIVATE_WORKER_FIELDS = ("name", "host", "pid", "model", "current_job", "detail")
+
+
+def worker_summary(*, now=None, private: bool = True) -> dict[str, Any]:
     now = now or timezone.now()
     fresh = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
     workers = []
-    for w in InferenceWorker.objects.exclude(state=WorkerState.STOPPED):
+    for index, w in enumerate(InferenceWorker.objects.exclude(state=WorkerState.STOPPED).order_by("pk"), start=1):
         alive = w.heartbeat_at >= fresh
-        workers.append(
-            {
-                "name": w.name,
-                "host": w.host,
-                "pid": w.pid,
-                "state": w.state if alive else "stale",
-                "world_size": w.world_size,
-                "topology": w.topology,
-                "device": w.device,
-                "model": w.model,
-                "current_job": w.current_job.request_id if w.current_job_id else None,
-                "jobs_done": w.jobs_done,
-                "heartbeat_age_seconds": round((now - w.heartbeat_at).total_seconds(), 1),
-                "detail": w.detail,
-            }
-        )
+        worker = {
+            "name": w.name,
+            "host": w.host,
+            "pid": w.pid,
+            "state": w.state if alive else "stale",
+            "world_size": w.world_size,
+            "topology": w.topology,
+            "device": w.device,
+            "model": w.model,
+            "current_job": w.current_job.request_id if w.current_job_id else None,
+            "jobs_done": w.jobs_done,
+            "heartbeat_age_seconds": round((now - w.heartbeat_at).total_seconds(), 1),
+            "detail": w.detail,
+        }
+        if not private:
+            worker = {"name": f"#{index}", **{k: v for k, v in worker.items() if k not in PRIVATE_WORKER_FIELDS}}
+        workers.append(worker)
     return {"workers": workers, "ready": sum(1 for w in workers if w["state"] in ("idle", "busy"))}
 
 

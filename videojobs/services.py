@@ -8,6 +8,7 @@ rescued cannot overwrite the attempt that replaced it.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -258,13 +259,21 @@ def complete_job(*, job_id: int, attempt: int, result: dict[str, Any], timings: 
     )
 
 
+_SERVER_PATH = re.compile(r"(?<![\w:/])/(?:[^\s'\":,;()\[\]/]+/)+[^\s'\":,;()\[\]]*")
+
+
+def redact_paths(text: str) -> str:
+    """A reason without the server's file paths (a client must never see them)."""
+    return _SERVER_PATH.sub("<path>", text)
+
+
 @transaction.atomic
 def fail_job(*, job_id: int, attempt: int, code: str, reason: str, timings: dict[str, float] | None = None) -> bool:
     now = timezone.now()
     changes: dict[str, Any] = {
         "status": JobStatus.FAILED,
         "error_code": code,
-        "reason": reason,
+        "reason": redact_paths(reason),
         "lease_until": None,
         "finished_at": now,
         "updated_at": now,

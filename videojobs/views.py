@@ -114,9 +114,18 @@ class CancelView(APIView):
         )
 
 
-def _service_block() -> dict:
+def is_operator(request: Request) -> bool:
+    """A logged-in staff user (the admin's session): sees hosts, pids and model paths. Read from
+    the session itself: DRF replaces request.user with its own (API) authentication's result."""
+    from django.contrib.auth import get_user
+
+    user = get_user(request._request)
+    return bool(user.is_authenticated and user.is_staff)
+
+
+def _service_block(*, private: bool) -> dict:
     unfinished = selectors.unfinished_count()
-    workers = selectors.worker_summary()
+    workers = selectors.worker_summary(private=private)
     world = max((w["world_size"] for w in workers["workers"]), default=0)
     counts = selectors.status_counts()
     return {
@@ -138,7 +147,7 @@ class HealthView(APIView):
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
-            block = _service_block()
+            block = _service_block(private=is_operator(request))
         except Exception:  # noqa: BLE001 - any database failure makes the service unhealthy
             return Response(
                 {"status": "unhealthy", "reason": "database unreachable", "timestamp": now}, status=503
@@ -168,7 +177,7 @@ class MetricsView(APIView):
     )
     def get(self, request: Request) -> Response | HttpResponse:
         now = time.time()
-        block = _service_block()
+        block = _service_block(private=is_operator(request))
         body = {
             "timestamp": round(now, 3),
             **block,
