@@ -13,17 +13,24 @@ VAR_DIR = Path(env.string("VAR_DIR", str(BASE_DIR / "var")))
 
 # --- core -----------------------------------------------------------------------------
 DEBUG = env.boolean("DEBUG", False)
-# DEV_MODE=true (the quick-start default) allows the built-in development secret; a
-# production deployment sets DEV_MODE=false and must then provide SECRET_KEY.
-DEV_MODE = env.boolean("DEV_MODE", True)
+# DJANGO_ENV=production: a secret key and the served host names are required, the security
+# headers and secure cookies are on, API keys are required, and `manage.py check --deploy` is
+# clean. The development default (the quick start) binds 127.0.0.1 and needs nothing set.
+# DEV_MODE=false, the older spelling, still means production.
+DJANGO_ENV = env.choice(
+    "DJANGO_ENV", "development" if env.boolean("DEV_MODE", True) else "production", ("development", "production")
+)
+PRODUCTION = DJANGO_ENV == "production"
+DEV_MODE = not PRODUCTION
 INSECURE_DEV_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 SECRET_KEY = env.string("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEV_MODE:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEV_MODE=false (production)")
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_ENV=production")
     SECRET_KEY = INSECURE_DEV_KEY
-ALLOWED_HOSTS = env.csv("ALLOWED_HOSTS", ["*"])
-SERVER_HOST = env.string("SERVER_HOST", "0.0.0.0")
+# Production serves only the names listed (videojobs.E006 refuses "*" or none there).
+ALLOWED_HOSTS = env.csv("ALLOWED_HOSTS", [] if PRODUCTION else ["*"])
+SERVER_HOST = env.string("SERVER_HOST", "0.0.0.0" if PRODUCTION else "127.0.0.1")
 SERVER_PORT = env.integer("SERVER_PORT", 8088, minimum=1, maximum=65535)
 WEB_WORKERS = env.integer("WEB_WORKERS", 2, minimum=1, maximum=64)
 
@@ -214,6 +221,24 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+
+# --- security (production sits behind a TLS reverse proxy; see the README) ------------
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.boolean("SECURE_SSL_REDIRECT", True)
+    # Load balancers probe over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env.integer("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.boolean("SECURE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+CSRF_TRUSTED_ORIGINS = env.csv("CSRF_TRUSTED_ORIGINS", [])
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
 
 # --- i18n, logging --------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

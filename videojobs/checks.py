@@ -62,7 +62,8 @@ def check_lease_and_timeouts(app_configs=None, **kwargs):
 def check_production_secrets(app_configs=None, **kwargs):
     warnings = []
     if settings.SECRET_KEY == settings.INSECURE_DEV_KEY:
-        warnings.append(Warning("SECRET_KEY is the development default; set DEV_MODE=false and SECRET_KEY", id="videojobs.W001"))
+        warnings.append(Warning("SECRET_KEY is the development default; set DJANGO_ENV=production and SECRET_KEY",
+                                id="videojobs.W001"))
     if settings.DEBUG:
         warnings.append(Warning("DEBUG is on", id="videojobs.W002"))
     return warnings
@@ -80,4 +81,14 @@ def check_topology(app_configs=None, **kwargs):
     except TopologyError as error:
         return [Warning(str(error), hint="The inference daemon will refuse to start with these switches.",
                         id="videojobs.W004")]
+    return []
+
+
+@register()
+def check_production_hosts(app_configs=None, **kwargs):
+    if not settings.PRODUCTION:
+        return []
+    if not settings.ALLOWED_HOSTS or "*" in settings.ALLOWED_HOSTS:
+        return [Error("ALLOWED_HOSTS must list the host names this service answers to in production (not '*')",
+                      hint="e.g. ALLOWED_HOSTS=video.example.com", id="videojobs.E006")]
     return []
