@@ -174,6 +174,8 @@ if not SERVICE_ROLES or set(SERVICE_ROLES) - {"web", "qcluster", "inference"}:
     raise ImproperlyConfigured(f"SERVICE_ROLES must be a comma list of web, qcluster, inference, got {SERVICE_ROLES!r}")
 DIST_TIMEOUT_SECONDS = env.integer("DIST_TIMEOUT_SECONDS", 1800, minimum=10)
 WORKER_STALE_SECONDS = env.integer("WORKER_STALE_SECONDS", 60, minimum=5)
+# A worker silent this long is lost: its row says so and its running job is rescued at once.
+WORKER_LOST_SECONDS = env.integer("WORKER_LOST_SECONDS", 180, minimum=10)
 VIDEO_FPS = 16
 # Original-spec topology variables: how the daemon group splits the pipeline (see README,
 # "Topology"). Unset ULYSSES_SIZE takes whatever RING_SIZE x CFG_SIZE leave of the world size.

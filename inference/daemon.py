@@ -9,6 +9,7 @@ same step.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import logging
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
@@ -140,6 +142,10 @@ class Daemon:
         from videojobs import services
 
         if self.runtime.is_leader:
+            # Whoever ran here before and died without a word: its row turns lost, its job is rescued.
+            services.retire_dead_predecessors(
+                name=self.config.worker_name, host=socket.gethostname(), pid=os.getpid(), alive=psutil.pid_exists
+            )
             services.register_worker(
                 name=self.config.worker_name,
                 host=socket.gethostname(),
@@ -150,7 +156,9 @@ class Daemon:
                 model=str(self.config.ckpt_dir) + (" (tiny random weights)" if self.config.tiny_model else ""),
             )
         try:
-            self.load_pipeline()
+            # Loading a 14B model takes minutes: keep the row's heartbeat fresh meanwhile.
+            with self._loading_heartbeat():
+                self.load_pipeline()
             barrier(self.runtime)
             if self.runtime.is_leader:
                 services.update_worker(name=self.config.worker_name, state="idle", topology=self.topology)
@@ -176,6 +184,32 @@ class Daemon:
                     services.update_worker(name=self.config.worker_name, state="stopped")
                 except Exception:  # noqa: BLE001 - best effort on the way out
                     logger.exception("could not mark the worker stopped")
+
+    @contextlib.contextmanager
+    def _loading_heartbeat(self):
+        from videojobs import services
+
+        if not self.runtime.is_leader:
+            yield
+            return
+        done = threading.Event()
+
+        def beat() -> None:
+            try:
+                while not done.wait(max(self.config.idle_tick_seconds, 1.0)):
+                    services.worker_heartbeat(name=self.config.worker_name)
+            except Exception:  # noqa: BLE001 - a missed heartbeat only makes the row look stale
+                logger.exception("loading heartbeat failed")
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=beat, name="loading-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=5)
 
     def load_pipeline(self) -> None:
         from inference.checkpoint import parse_dtype

@@ -107,6 +107,7 @@ class WorkerState(models.TextChoices):
     IDLE = "idle", "idle"
     BUSY = "busy", "busy"
     STOPPED = "stopped", "stopped"
+    LOST = "lost", "lost"  # died without saying so: found dead by its successor or by the sweep
 
 
 class InferenceWorker(models.Model):

@@ -9,6 +9,7 @@ def sweep_definitions() -> dict[str, int]:
     cleanup_minutes = max(settings.CLEANUP_INTERVAL // 60, 1)
     return {
         "videojobs.tasks.rescue_expired_leases": 1,
+        "videojobs.tasks.mark_lost_workers": 1,
         "videojobs.tasks.fail_timed_out_jobs": 1,
         "videojobs.tasks.requeue_stale_inputs": 5,
         "videojobs.tasks.enforce_output_quota": cleanup_minutes,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -387,8 +387,17 @@ def rescue_expired_leases(*, now: datetime | None = None) -> RescueReport:
             status=JobStatus.IN_PROGRESS, lease_until__lt=now
         )
     )
+    report = _rescue(expired, now)
+    if expired:
+        logger.warning("lease rescue: %d requeued, %d failed, %d cancelled", *astuple(report))
+    return report
+
+
+def _rescue(jobs: list[VideoJob], now: datetime) -> RescueReport:
+    """Running jobs whose worker is gone: cancelled if asked, failed once their attempts are spent,
+    else back in the queue (the attempt their worker took stays counted)."""
     requeued = failed = cancelled = 0
-    for job in expired:
+    for job in jobs:
         guarded = VideoJob.objects.filter(pk=job.pk, status=JobStatus.IN_PROGRESS, attempt=job.attempt)
         if job.cancel_requested_at is not None:
             cancelled += guarded.update(
@@ -407,9 +416,54 @@ def rescue_expired_leases(*, now: datetime | None = None) -> RescueReport:
             requeued += guarded.update(**_back_in_queue(now))
     if requeued:
         _notify_ready("rescued")
-    if expired:
-        logger.warning("lease rescue: %d requeued, %d failed, %d cancelled", requeued, failed, cancelled)
     return RescueReport(requeued=requeued, failed=failed, cancelled=cancelled)
+
+
+@transaction.atomic
+def retire_dead_predecessors(*, name: str, host: str, pid: int, alive: Callable[[int], bool]) -> RescueReport:
+    """A daemon starting on this host: the rows of daemons here that died without a word (same
+    name, or the default host:pid names; their pid gone) turn lost, and their running jobs are
+    rescued now rather than when their leases lapse. So is any running job under our own name:
+    we have not claimed one yet, so it is a dead predecessor's."""
+    now = timezone.now()
+    dead = [
+        worker.name
+        for worker in InferenceWorker.objects.select_for_update().filter(host=host).exclude(
+            state__in=[WorkerState.STOPPED, WorkerState.LOST]
+        )
+        if worker.pid != pid and (worker.name == name or worker.name.startswith(f"{host}:")) and not alive(worker.pid)
+    ]
+    InferenceWorker.objects.filter(name__in=dead).update(
+        state=WorkerState.LOST, current_job=None, detail=f"found dead by its successor at {now:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    orphans = list(VideoJob.objects.select_for_update().filter(status=JobStatus.IN_PROGRESS, worker__in=[*dead, name]))
+    report = _rescue(orphans, now)
+    if dead or orphans:
+        logger.warning("retired dead workers %s; their running jobs: %d requeued, %d failed, %d cancelled",
+                       dead, *astuple(report))
+    return report
+
+
+@transaction.atomic
+def mark_lost_workers(*, now: datetime | None = None) -> RescueReport:
+    """Sweep: workers silent for WORKER_LOST_SECONDS turn lost; their running jobs are rescued."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.WORKER_LOST_SECONDS)
+    silent = list(
+        InferenceWorker.objects.select_for_update(skip_locked=True)
+        .filter(state__in=[WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY], heartbeat_at__lt=cutoff)
+        .values_list("name", flat=True)
+    )
+    if not silent:
+        return RescueReport(0, 0, 0)
+    InferenceWorker.objects.filter(name__in=silent).update(
+        state=WorkerState.LOST, current_job=None, detail=f"no heartbeat since before {cutoff:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    orphans = list(VideoJob.objects.select_for_update(skip_locked=True).filter(status=JobStatus.IN_PROGRESS, worker__in=silent))
+    report = _rescue(orphans, now)
+    logger.warning("workers lost (no heartbeat for %d s): %s; their running jobs: %d requeued, %d failed, %d cancelled",
+                   settings.WORKER_LOST_SECONDS, silent, *astuple(report))
+    return report
 
 
 @transaction.atomic

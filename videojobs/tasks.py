@@ -16,6 +16,11 @@ def rescue_expired_leases() -> str:
     return f"requeued={report.requeued} failed={report.failed} cancelled={report.cancelled}"
 
 
+def mark_lost_workers() -> str:
+    report = services.mark_lost_workers()
+    return f"requeued={report.requeued} failed={report.failed} cancelled={report.cancelled}"
+
+
 def fail_timed_out_jobs() -> int:
     return services.fail_timed_out_jobs()
 
