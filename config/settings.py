@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "rest_framework_api_key",
     "django_q",
     "videojobs",
     "inference",
@@ -118,6 +119,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("MAX_REQUEST_BYTES", 64 * 1024, minimu
 
 # --- the job queue --------------------------------------------------------------------
 MAX_CONCURRENT_TASKS = env.integer("MAX_CONCURRENT_TASKS", 5, minimum=1)
+# Clients: API keys (Authorization: Bearer), required in production. Where they are, one
+# client may hold all but one of the queue's slots by default, and submit OWNER_SUBMITS_PER_MINUTE.
+API_KEYS_REQUIRED = env.boolean("API_KEYS_REQUIRED", PRODUCTION)
+OWNER_MAX_UNFINISHED = env.integer(
+    "OWNER_MAX_UNFINISHED", max(1, MAX_CONCURRENT_TASKS - 1) if API_KEYS_REQUIRED else MAX_CONCURRENT_TASKS, minimum=1
+)
+OWNER_SUBMITS_PER_MINUTE = env.integer("OWNER_SUBMITS_PER_MINUTE", 60, minimum=1)
 TASK_TIMEOUT = env.integer("TASK_TIMEOUT", 1800, minimum=1)
 CLEANUP_INTERVAL = env.integer("CLEANUP_INTERVAL", 300, minimum=10)
 LEASE_SECONDS = env.integer("LEASE_SECONDS", 120, minimum=2)
@@ -207,10 +215,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PARSER_CLASSES": ["videojobs.parsers.GuardedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["videojobs.auth.BearerAPIKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["videojobs.auth.KeyRequiredWhenConfigured"],
     "EXCEPTION_HANDLER": "videojobs.api_errors.exception_handler",
-    "UNAUTHENTICATED_USER": None,
+    "UNAUTHENTICATED_USER": "videojobs.auth.anonymous",
     # ?format= selects Prometheus text on /metrics, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
 }

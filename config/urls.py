@@ -10,7 +10,7 @@ urlpatterns = [
     path("video/cancel", views.CancelView.as_view(), name="video-cancel"),
     path("health", views.HealthView.as_view(), name="health"),
     path("metrics", views.MetricsView.as_view(), name="metrics"),
-    path("videos/<str:request_id>.mp4", views.video_file, name="video-file"),
+    path("videos/<str:request_id>.mp4", views.VideoFileView.as_view(), name="video-file"),
     path("docs/schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),

@@ -57,7 +57,11 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is not None:
         code = getattr(exc, "default_code", "error").upper()
-        return Response(error_body(code, str(getattr(exc, "detail", exc))), status=response.status_code)
+        shaped = Response(error_body(code, str(getattr(exc, "detail", exc))), status=response.status_code)
+        for header in ("WWW-Authenticate", "Retry-After"):
+            if header in response:
+                shaped[header] = response[header]
+        return shaped
     ref = uuid.uuid4().hex[:12]
     logger.exception("unhandled error (ref %s)", ref, exc_info=exc)
     return Response(error_body("INTERNAL_ERROR", f"internal error (ref {ref})"), status=500)

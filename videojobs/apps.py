@@ -8,3 +8,4 @@ class VideoJobsConfig(AppConfig):
 
     def ready(self) -> None:
         from videojobs import checks  # noqa: F401  (registers the system checks)
+        from videojobs import schema  # noqa: F401  (the OpenAPI description of the Bearer keys)

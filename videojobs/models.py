@@ -54,6 +54,8 @@ class VideoJob(models.Model):
 
     owner = models.CharField(max_length=64, blank=True, default="")
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    # sha256 of the submitted request: a retry under the same idempotency key must match it.
+    request_hash = models.CharField(max_length=64, blank=True, default="")
 
     attempt = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)

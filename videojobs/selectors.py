@@ -22,11 +22,13 @@ _PHASE_SPAN = {
 }
 
 
-def get_job(*, request_id: str) -> VideoJob:
-    """Raises VideoJob.DoesNotExist for an unknown or malformed id."""
+def get_job(*, request_id: str, owner: str | None = None) -> VideoJob:
+    """The job, if ``owner`` (None: anyone, for the admin) owns it. Raises VideoJob.DoesNotExist
+    for an unknown or malformed id, and for another owner's job (it must look unknown to them)."""
     if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
         raise VideoJob.DoesNotExist(request_id)
-    return VideoJob.objects.get(request_id=request_id)
+    jobs = VideoJob.objects.all() if owner is None else VideoJob.objects.filter(owner=owner)
+    return jobs.get(request_id=request_id)
 
 
 def unfinished_count() -> int:
@@ -190,9 +192,9 @@ def _epoch(value) -> float | None:
     return round(value.timestamp(), 3) if value else None
 
 
-def expired_video_reason(*, request_id: str) -> str | None:
+def expired_video_reason(*, request_id: str, owner: str) -> str | None:
     """Why a finished job's video is gone (the disk quota deleted it), or None."""
-    result = VideoJob.objects.filter(request_id=request_id).values_list("result", flat=True).first() or {}
+    result = VideoJob.objects.filter(request_id=request_id, owner=owner).values_list("result", flat=True).first() or {}
     return result.get("expired_reason") if result.get("expired") else None
 
 

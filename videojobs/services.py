@@ -7,7 +7,10 @@ rescued cannot overwrite the attempt that replaced it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import re
 from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
@@ -44,6 +47,20 @@ class QueueFull(Exception):
         self.limit = limit
 
 
+class OwnerLimit(Exception):
+    """One client's share: its unfinished jobs, or its submits in the last minute."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, job: VideoJob) -> None:
+        super().__init__(f"the Idempotency-Key was used for job {job.request_id} with a different request")
+        self.job = job
+
+
 class JobAlreadyFinished(Exception):
     def __init__(self, job: VideoJob) -> None:
         super().__init__(f"job {job.request_id} already ended as {job.status}")
@@ -72,6 +89,27 @@ def _back_in_queue(now: datetime) -> dict[str, Any]:
 # --- submit and input preparation -----------------------------------------------------
 
 
+def request_fingerprint(*, prompt: str, image_url: str, negative_prompt: str, params: dict[str, Any]) -> str:
+    canonical = json.dumps({"prompt": prompt, "image_url": image_url, "negative_prompt": negative_prompt,
+                            "params": params}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_owner_limits(owner: str, now: datetime) -> None:
+    """Per-client limits beside the global queue gate (under the admission lock)."""
+    unfinished = VideoJob.objects.filter(owner=owner, status__in=UNFINISHED_STATUSES).count()
+    if unfinished >= settings.OWNER_MAX_UNFINISHED:
+        raise OwnerLimit(f"you have {unfinished} unfinished jobs; the limit per client is {settings.OWNER_MAX_UNFINISHED}",
+                         retry_after=settings.RETRY_AFTER_SECONDS)
+    window = now - timedelta(seconds=60)
+    recent = list(VideoJob.objects.filter(owner=owner, created_at__gt=window).order_by("created_at")
+                  .values_list("created_at", flat=True)[: settings.OWNER_SUBMITS_PER_MINUTE])
+    if len(recent) >= settings.OWNER_SUBMITS_PER_MINUTE:
+        wait = (recent[0] + timedelta(seconds=60) - now).total_seconds()
+        raise OwnerLimit(f"you submitted {len(recent)} jobs in the last minute; the limit per client is "
+                         f"{settings.OWNER_SUBMITS_PER_MINUTE}", retry_after=max(1, math.ceil(wait)))
+
+
 @transaction.atomic
 def submit_job(
     *,
@@ -82,19 +120,26 @@ def submit_job(
     owner: str = "",
     idempotency_key: str | None = None,
 ) -> tuple[VideoJob, bool]:
-    """Admit a job (or return the one already submitted with this idempotency key).
+    """Admit a job (or return the one this owner already submitted with this idempotency key).
 
-    Returns (job, created). Raises QueueFull once MAX_CONCURRENT_TASKS jobs are unfinished.
+    Returns (job, created). Raises IdempotencyConflict when the key was used for another
+    request, OwnerLimit when this owner is over its share, QueueFull once MAX_CONCURRENT_TASKS
+    jobs are unfinished.
     """
-    # 1. Serialise admissions so two concurrent submits cannot both pass the gate.
+    # 1. Serialise admissions so two concurrent submits cannot both pass the gates.
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADMISSION_LOCK_KEY])
+    fingerprint = request_fingerprint(prompt=prompt, image_url=image_url, negative_prompt=negative_prompt, params=params)
     # 2. A retried submit with the same key gets the original job, even when the queue is full.
     if idempotency_key:
         existing = VideoJob.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
         if existing is not None:
+            if existing.request_hash and existing.request_hash != fingerprint:
+                raise IdempotencyConflict(existing)
             return existing, False
-    # 3. The admission gate.
+    # 3. The gates: this owner's share, then the whole queue.
+    now = timezone.now()
+    _check_owner_limits(owner, now)
     unfinished = VideoJob.objects.filter(status__in=UNFINISHED_STATUSES).count()
     if unfinished >= settings.MAX_CONCURRENT_TASKS:
         raise QueueFull(unfinished, settings.MAX_CONCURRENT_TASKS)
@@ -106,6 +151,7 @@ def submit_job(
         params=params,
         owner=owner,
         idempotency_key=idempotency_key or None,
+        request_hash=fingerprint,
         max_attempts=settings.JOB_MAX_ATTEMPTS,
         status=JobStatus.IN_QUEUE,
         phase=JobPhase.PREPARING,
@@ -313,14 +359,15 @@ def release_job(*, job_id: int, attempt: int) -> bool:
 
 
 @transaction.atomic
-def request_cancel(*, request_id: str) -> VideoJob:
+def request_cancel(*, request_id: str, owner: str | None = None) -> VideoJob:
     """InQueue -> Cancelled at once; InProgress -> cancel requested (the daemon stops it).
 
     Cancelling a cancelled job is a no-op; a job that already succeeded or failed raises
     JobAlreadyFinished. Raises VideoJob.DoesNotExist for an unknown id.
     """
     now = timezone.now()
-    job = VideoJob.objects.select_for_update().get(request_id=request_id)
+    jobs = VideoJob.objects.select_for_update()
+    job = (jobs if owner is None else jobs.filter(owner=owner)).get(request_id=request_id)
     if job.status == JobStatus.IN_QUEUE:
         VideoJob.objects.filter(pk=job.pk, status=JobStatus.IN_QUEUE).update(
             status=JobStatus.CANCELLED,

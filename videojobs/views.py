@@ -6,15 +6,17 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from videojobs import selectors, services
 from videojobs.api_errors import error_body
+from videojobs.auth import owner_of
 from videojobs.models import VideoJob
 from videojobs.serializers import (
     CancelResponseSerializer,
@@ -58,8 +60,15 @@ class SubmitView(APIView):
                 image_url=image_url,
                 negative_prompt=negative_prompt,
                 params=data,
+                owner=owner_of(request),
                 idempotency_key=idempotency_key,
             )
+        except services.IdempotencyConflict as conflict:
+            return Response(error_body("IDEMPOTENCY_CONFLICT", str(conflict)), status=status.HTTP_409_CONFLICT)
+        except services.OwnerLimit as limit:
+            response = Response(error_body("OWNER_LIMIT", str(limit)), status=status.HTTP_429_TOO_MANY_REQUESTS)
+            response["Retry-After"] = str(limit.retry_after)
+            return response
         except services.QueueFull as full:
             response = Response(
                 error_body(
@@ -81,7 +90,7 @@ class StatusView(APIView):
         serializer.is_valid(raise_exception=True)
         request_id = serializer.validated_data["requestId"]
         try:
-            job = selectors.get_job(request_id=request_id)
+            job = selectors.get_job(request_id=request_id, owner=owner_of(request))
         except VideoJob.DoesNotExist:
             return _not_found(request_id)
         return Response(selectors.status_document(job=job))
@@ -100,8 +109,9 @@ class CancelView(APIView):
         serializer.is_valid(raise_exception=True)
         request_id = serializer.validated_data["requestId"]
         try:
-            selectors.get_job(request_id=request_id)
-            job = services.request_cancel(request_id=request_id)
+            owner = owner_of(request)
+            selectors.get_job(request_id=request_id, owner=owner)
+            job = services.request_cancel(request_id=request_id, owner=owner)
         except VideoJob.DoesNotExist:
             return _not_found(request_id)
         except services.JobAlreadyFinished as finished:
@@ -141,6 +151,7 @@ def _service_block(*, private: bool) -> dict:
 
 
 class HealthView(APIView):
+    permission_classes = [AllowAny]  # load balancers probe without a key
     @extend_schema(responses={200: dict, 503: dict}, summary="Readiness: 503 when no inference worker is ready")
     def get(self, request: Request) -> Response:
         now = time.time()
@@ -171,6 +182,7 @@ class HealthView(APIView):
 
 
 class MetricsView(APIView):
+    permission_classes = [AllowAny]  # scrapers carry no key; private fields need an operator session
     @extend_schema(
         responses={200: dict},
         summary="Metrics as JSON (original shape), or Prometheus text with ?format=prometheus",
@@ -234,14 +246,20 @@ def _prometheus(body: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def video_file(request, request_id: str):
-    """GET /videos/<requestId>.mp4 (the file a finished job wrote)."""
-    if not selectors.REQUEST_ID_RE.match(request_id):
-        raise Http404("no such video")
-    path = Path(settings.OUTPUT_DIR) / f"{request_id}.mp4"
-    if not path.is_file():
-        reason = selectors.expired_video_reason(request_id=request_id)
-        if reason is not None:
-            return JsonResponse(error_body("GONE", reason), status=410)
-        raise Http404("no such video")
-    return FileResponse(path.open("rb"), content_type="video/mp4", filename=path.name)
+class VideoFileView(APIView):
+    @extend_schema(responses={200: OpenApiResponse(description="video/mp4"), 404: ErrorSerializer, 410: ErrorSerializer},
+                   summary="Download a job's video (410 once the disk quota deleted it)")
+    def get(self, request: Request, request_id: str):
+        """GET /videos/<requestId>.mp4 (the file a finished job of this caller wrote)."""
+        owner = owner_of(request)
+        try:
+            selectors.get_job(request_id=request_id, owner=owner)
+        except VideoJob.DoesNotExist:
+            return _not_found(request_id)
+        path = Path(settings.OUTPUT_DIR) / f"{request_id}.mp4"
+        if not path.is_file():
+            reason = selectors.expired_video_reason(request_id=request_id, owner=owner)
+            if reason is not None:
+                return Response(error_body("GONE", reason), status=status.HTTP_410_GONE)
+            return Response(error_body("NOT_FOUND", "the job has no video"), status=404)
+        return FileResponse(path.open("rb"), content_type="video/mp4", filename=path.name)
