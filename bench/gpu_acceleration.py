@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.gpu_dit_step import TINY, WAN_14B, _sync, build  # noqa: E402
-from inference.cache.attention import REUSE, STORE, AttentionCachePlan  # noqa: E402
+from bench.gpu_dit_step import _sync, build  # noqa: E402
+from inference.cache.attention import AttentionCachePlan  # noqa: E402
 from inference.cache.steps import CacheRequest, StepCaches  # noqa: E402
 from inference.devices import resolve_device  # noqa: E402
 from inference.generate import make_scheduler  # noqa: E402

@@ -1,36 +1,65 @@
 """The embedded Postgres used when DATABASE_URL is unset.
 
-pgserver ships real PostgreSQL binaries in a wheel. The server is started once per data
-folder and outlives the process that started it (web, qcluster and the daemon share it);
-``make run``'s supervisor stops it on exit. Never SQLite: the queue relies on
-``FOR UPDATE SKIP LOCKED`` and ``LISTEN/NOTIFY``.
+pgserver ships real PostgreSQL binaries in a wheel. Two ways to run them:
+
+- **Supervised** (``make run`` and ``scripts/start_service.sh``): the supervisor runs the
+  postmaster as its own child (``EmbeddedPostgres``), restarts it if it dies, and takes it
+  down with everything else. Settings then only compute the URL (EMBEDDED_DB_SUPERVISED=1,
+  set by manage.py for ``run_service``): importing them starts nothing.
+- **On demand** (tests, ``manage.py shell``, benchmarks): importing the settings starts the
+  server once per data folder (pgserver, detached) and later processes share it; whoever
+  started it may stop it (the test session does).
+
+Never SQLite: the queue relies on ``FOR UPDATE SKIP LOCKED`` and ``LISTEN/NOTIFY``.
 """
 from __future__ import annotations
 
 import fcntl
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 # Whether this process started the server (rather than finding it running): whoever started
 # it may stop it when done (the test session does; `make run` always stops it).
 STARTED_HERE = False
+SUPERVISED_ENV = "EMBEDDED_DB_SUPERVISED"
 
 
-def embedded_database_url(data_dir: Path) -> str:
+def _quiet_pgserver():
     import logging
-    import os
     import warnings
 
     # pgserver logs every handle at INFO and platformdirs warns without XDG_RUNTIME_DIR.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.geteuid()}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver  # imported lazily: only the embedded default needs it
+    return pgserver
 
-    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.geteuid()}")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # web, qcluster and the daemon may start at the same moment: one initdb, one postmaster.
+
+def _lock(data_dir: Path):
+    return open(data_dir.parent / f".{data_dir.name}.lock", "w")
+
+
+def socket_dir(data_dir: Path) -> Path:
+    """Where the server's Unix socket lives (pgserver's rule: the data folder if short enough)."""
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import find_suitable_socket_dir
+
+    return find_suitable_socket_dir(data_dir, PostgresServer.runtime_path)
+
+
+def embedded_database_url(data_dir: Path) -> str:
     global STARTED_HERE
-    with open(data_dir.parent / f".{data_dir.name}.lock", "w") as lock:
+    pgserver = _quiet_pgserver()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if os.environ.get(SUPERVISED_ENV) == "1":
+        return f"postgresql://postgres:@/postgres?host={socket_dir(data_dir)}"
+    # web, qcluster and the daemon may start at the same moment: one initdb, one postmaster.
+    with _lock(data_dir) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         running = (data_dir / "postmaster.pid").exists()
         server = pgserver.get_server(str(data_dir), cleanup_mode=None)
@@ -39,9 +68,7 @@ def embedded_database_url(data_dir: Path) -> str:
 
 
 def stop_embedded_database(data_dir: Path) -> None:
-    """Fast shutdown of the embedded server, if one runs on ``data_dir``."""
-    import os
-
+    """Fast shutdown of an on-demand server, if one runs on ``data_dir``."""
     from pgserver._commands import pg_ctl  # the same helper pgserver starts it with
 
     if not (data_dir / "postmaster.pid").exists():
@@ -49,3 +76,124 @@ def stop_embedded_database(data_dir: Path) -> None:
     # pgserver runs postgres as the system user "pgserver" when started by root.
     user = "pgserver" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
+
+
+class EmbeddedPostgres:
+    """The postmaster as the supervisor's child: started, watched, restarted, stopped."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, *, preexec_fn, timeout: float = 60.0) -> None:
+        """Initialise the folder if new, start the postmaster in the foreground, wait until ready."""
+        # 1. The folder and its owner (postgres refuses to run as root: pgserver's system user).
+        _quiet_pgserver()
+        from pgserver._commands import POSTGRES_BIN_PATH
+        from pgserver.postgres_server import PostgresServer
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        server = PostgresServer(self.data_dir, cleanup_mode=None)
+        with _lock(self.data_dir) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            server.ensure_pgdata_inited()
+            self._stop_unsupervised_server()
+        # 2. The postmaster, listening on its Unix socket only.
+        sockets = socket_dir(self.data_dir)
+        user = server.system_user
+        if user is not None and sockets != self.data_dir:
+            from pgserver.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(sockets)
+            sockets.chmod(0o777)
+        self._kill_leftovers()
+        argv = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-h", "", "-k", str(sockets)]
+
+        def prepare_child() -> None:
+            if user is not None:
+                import pwd
+
+                record = pwd.getpwnam(user)
+                os.setgid(record.pw_gid)
+                os.setuid(record.pw_uid)
+            preexec_fn()  # after the uid change, which would clear a parent-death signal
+
+        log = open(self.data_dir / "supervised.log", "ab")
+        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=prepare_child,
+                                        start_new_session=True, cwd=self.data_dir)
+        log.close()
+        self._wait_ready(timeout)
+
+    def _ready(self) -> bool:
+        # postmaster.pid is written in steps; its 8th line turns "ready" once connections are accepted.
+        lines = _postmaster_lines(self.data_dir)
+        return len(lines) >= 8 and lines[7].strip() == "ready"
+
+    def _kill_leftovers(self) -> None:
+        # A killed postmaster leaves its backends behind for a moment, attached to the shared
+        # memory a new postmaster must own: they are in the old one's session, end them.
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _session_alive(self.process.pid):
+            time.sleep(0.05)
+
+    def _stop_unsupervised_server(self) -> None:
+        # A server started on demand (a manage.py command, a test run) holds the folder: the
+        # supervisor takes over. The supervisor's own lock guarantees it is not another's.
+        import psutil
+
+        lines = _postmaster_lines(self.data_dir)
+        if lines and lines[0].isdigit() and psutil.pid_exists(int(lines[0])):
+            stop_embedded_database(self.data_dir)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the embedded Postgres exited with {self.process.returncode} while starting "
+                                   f"(see {self.data_dir / 'supervised.log'})")
+            if _postmaster_lines(self.data_dir)[:1] == [str(self.process.pid)] and self._ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the embedded Postgres was not ready after {timeout:.0f} s")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit), then harder."""
+        if not self.alive():
+            return
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                self.process.send_signal(sig)
+                self.process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                return
+
+
+def _postmaster_lines(data_dir: Path) -> list[str]:
+    try:
+        return (data_dir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _session_alive(session_id: int) -> bool:
+    import psutil
+
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == session_id:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False

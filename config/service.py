@@ -1,13 +1,21 @@
-"""`make run`: the whole service in the foreground (web, django-q2 cluster, inference daemon).
+"""`make run`: the whole service in the foreground (web, django-q2 cluster, inference daemon,
+and the embedded Postgres when DATABASE_URL is unset).
 
-A small supervisor: it prepares the database, starts the three processes in their own
-sessions (so a Ctrl-C reaches only the supervisor, which then stops them in order),
-restarts any that exits unexpectedly (the daemon exits non-zero by design when its
-process group breaks), and on Ctrl-C/SIGTERM drains the daemon, stops the rest and the
-embedded Postgres.
+A small supervisor:
+- one per data folder: a second one on the same VAR_DIR refuses with one line naming the first
+  (an exclusive lock held for the supervisor's life, released by the kernel even on SIGKILL);
+- its children die with it: each is started with a parent-death signal, so a SIGKILL of the
+  supervisor (or a closed terminal) leaves no orphan, and SIGHUP is handled like SIGTERM;
+- the embedded Postgres is its child too, started first, restarted if it dies, stopped last;
+- it restarts any other child that exits (the daemon exits non-zero by design when its process
+  group breaks), and on Ctrl-C/SIGTERM/SIGHUP drains the daemon, then stops the rest.
+The children run in sessions of their own, so a terminal's Ctrl-C reaches only the supervisor.
 """
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import functools
 import logging
 import os
 import shlex
@@ -16,6 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from django.conf import settings
@@ -82,51 +91,129 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     # The children use the server this process resolved (the embedded one included).
     env["DATABASE_URL"] = settings.DATABASE_URL
+    env["SERVICE_SUPERVISOR_PID"] = str(os.getpid())
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int, parent_pid: int) -> None:
+    """In a child between fork and exec: receive ``sig`` when the supervisor dies (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # not Linux: children outlive a killed supervisor there
+        return
+    libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), sig)
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def take_lock(var_dir: Path):
+    """The supervisor's lock on its data folder, held (open) until it exits."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(var_dir / ".supervisor.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise AlreadyRunning(f"a supervisor is already running on {var_dir} (pid {holder}); stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _start(child: "Child", env: dict[str, str], now: float) -> None:
+    child.process = subprocess.Popen(child.argv, env=env, cwd=settings.BASE_DIR, start_new_session=True,
+                                     preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
+    child.started_at = now
+
+
+def _reap(child: "Child", now: float) -> None:
+    code = child.process.returncode
+    # Back off when a process keeps dying right after its start.
+    child.restarts = child.restarts + 1 if now - child.started_at < 60 else 1
+    delay = min(2 ** child.restarts, 60)
+    logger.error("%s exited with %s; restarting in %d s", child.name, code, delay)
+    child.process = None
+    child.next_start = now + delay
+
+
+def _watch_database(database, next_try: list[float]) -> None:
+    """The embedded Postgres died: start it again at once (the others retry meanwhile), and
+    keep trying every few seconds if it does not come up."""
+    if database is None or database.alive() or time.monotonic() < next_try[0]:
+        return
+    logger.error("the embedded Postgres exited with %s; restarting it", database.process.returncode)
+    try:
+        database.start(preexec_fn=functools.partial(die_with_parent, signal.SIGINT, os.getpid()))
+        logger.info("the embedded Postgres is back")
+    except RuntimeError as exc:
+        logger.error("%s; trying again in 5 s", exc)
+        next_try[0] = time.monotonic() + 5
+
+
 def run() -> int:
-    prepare()
-    children = child_commands()
-    env = child_env()
+    try:
+        lock = take_lock(Path(settings.VAR_DIR))
+    except AlreadyRunning as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     stop_requests = 0
 
     def on_signal(signum, frame):  # noqa: ARG001
         nonlocal stop_requests
         stop_requests += 1
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    database = None
+    if settings.EMBEDDED_DB:
+        from config.embedded_db import EmbeddedPostgres
+
+        database = EmbeddedPostgres(settings.EMBEDDED_DB_DIR)
+        # SIGINT: Postgres's fast shutdown, if the supervisor dies without stopping it.
+        database.start(preexec_fn=functools.partial(die_with_parent, signal.SIGINT, os.getpid()))
+    children: list[Child] = []
+    try:
+        prepare()
+        children = child_commands()
+        env = child_env()
+        _announce(children)
+        next_database_try = [0.0]
+        while not stop_requests:
+            _watch_database(database, next_database_try)
+            now = time.monotonic()
+            for child in children:
+                if child.process is None and now >= child.next_start:
+                    _start(child, env, now)
+                elif child.process is not None and child.process.poll() is not None:
+                    _reap(child, now)
+            time.sleep(0.2)
+    finally:
+        shutdown(children, lambda: stop_requests)
+        if database is not None:
+            database.stop()
+        lock.close()
+    return 0
+
+
+def _announce(children: list["Child"]) -> None:
     if "web" in settings.SERVICE_ROLES:
         logger.info("serving on http://%s:%s (docs at /docs); Ctrl-C stops everything", settings.SERVER_HOST, settings.SERVER_PORT)
     for child in children:
         logger.info("%s: %s", child.name, shlex.join(child.argv))
     if not settings.MODEL_CKPT_DIR:
         logger.warning("MODEL_CKPT_DIR is unset: the daemon runs the tiny random-weight model, which produces noise")
-    try:
-        while not stop_requests:
-            now = time.monotonic()
-            for child in children:
-                if child.process is None and now >= child.next_start:
-                    child.process = subprocess.Popen(child.argv, env=env, cwd=settings.BASE_DIR, start_new_session=True)
-                    child.started_at = now
-                elif child.process is not None and child.process.poll() is not None:
-                    code = child.process.returncode
-                    # Back off when a process keeps dying right after its start.
-                    child.restarts = child.restarts + 1 if now - child.started_at < 60 else 1
-                    delay = min(2 ** child.restarts, 60)
-                    logger.error("%s exited with %s; restarting in %d s", child.name, code, delay)
-                    child.process = None
-                    child.next_start = now + delay
-            time.sleep(0.2)
-    finally:
-        shutdown(children, lambda: stop_requests)
-        if settings.EMBEDDED_DB:
-            from config.embedded_db import stop_embedded_database
-
-            stop_embedded_database(settings.EMBEDDED_DB_DIR)
-    return 0
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

@@ -177,6 +177,9 @@ if INFERENCE_NODE_RANK >= INFERENCE_NNODES:
     raise ImproperlyConfigured(f"NODE_RANK must be < NNODES ({INFERENCE_NNODES}), got {INFERENCE_NODE_RANK}")
 # Which processes `make run` / scripts/start_service.sh supervise on this host: the other
 # nodes of a multi-host group, or extra daemon hosts, run only "inference".
+# Set by `make run`'s supervisor for its children (not an operator setting): the daemon gives its
+# job back and exits when that process is gone, even under torchrun.
+SUPERVISOR_PID = env.integer("SERVICE_SUPERVISOR_PID", 0, minimum=0)
 SERVICE_ROLES = env.csv("SERVICE_ROLES", ["web", "qcluster", "inference"])
 if not SERVICE_ROLES or set(SERVICE_ROLES) - {"web", "qcluster", "inference"}:
     raise ImproperlyConfigured(f"SERVICE_ROLES must be a comma list of web, qcluster, inference, got {SERVICE_ROLES!r}")

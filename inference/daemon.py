@@ -26,7 +26,8 @@ from typing import Any
 
 import psutil
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import close_old_connections, connection
+from django.db import Error as DatabaseFailure
 
 from inference.parallel.context import ParallelContext
 from inference.parallel.topology import TopologyRequest
@@ -99,6 +100,16 @@ def topology_warnings(params: dict[str, Any], topology: dict[str, Any]) -> list[
     return warnings
 
 
+def _watched_parents() -> list[psutil.Process]:
+    """Our parent, and `make run`'s supervisor when it started us (through torchrun or not).
+    is_running() compares start times, so a recycled pid does not pass for a live parent."""
+    parents = []
+    for pid in {os.getppid(), settings.SUPERVISOR_PID} - {0, 1}:
+        with contextlib.suppress(psutil.Error):
+            parents.append(psutil.Process(pid))
+    return parents
+
+
 @dataclass
 class _ActiveJob:
     job_id: int
@@ -120,7 +131,14 @@ class Daemon:
         self.aborting = False  # second signal: give the current job back now
         self.jobs_done = 0
         self._listen = None
+        self._listen_retry_at = 0.0
         self._active: _ActiveJob | None = None
+        self._parents = _watched_parents()
+
+    def _orphaned(self) -> bool:
+        """The supervisor (or torchrun) that started us is gone: give the job back and exit now,
+        instead of holding the accelerator for a job nobody will collect."""
+        return not all(parent.is_running() for parent in self._parents)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -243,32 +261,40 @@ class Daemon:
             "port": params.get("PORT") or None,
         }
         conninfo.update(params.get("OPTIONS", {}) or {})
+        self._listen_retry_at = time.monotonic() + 10.0
         try:
-            self._listen = psycopg.connect(autocommit=True, **{k: v for k, v in conninfo.items() if v})
+            self._listen = psycopg.connect(
+                autocommit=True, connect_timeout=5, **{k: v for k, v in conninfo.items() if v}
+            )
             self._listen.execute(f"LISTEN {READY_CHANNEL}")
-        except Exception:  # noqa: BLE001 - polling still works without LISTEN
-            logger.exception("LISTEN unavailable; falling back to polling every %.1f s", self.config.poll_seconds)
+        except Exception as exc:  # noqa: BLE001 - polling still works without LISTEN
+            # Once per outage, not once per poll: the claim loop already says the database is away.
+            logger.warning("LISTEN unavailable (%s); polling every %.1f s", exc, self.config.poll_seconds)
             self._listen = None
 
     def _close_listen(self) -> None:
         if self._listen is not None:
-            self._listen.close()
+            with contextlib.suppress(Exception):
+                self._listen.close()
             self._listen = None
 
     def _wait_for_notify(self, timeout: float) -> None:
         if timeout <= 0:
             return
         if self._listen is None:
-            time.sleep(timeout)
-            return
+            if time.monotonic() >= self._listen_retry_at:
+                self._open_listen()  # the database came back: wake on NOTIFY again
+            if self._listen is None:
+                time.sleep(timeout)
+                return
         try:
             # Wake on a NOTIFY, or after the timeout; the claim that follows is the real check.
             ready, _, _ = select.select([self._listen.fileno()], [], [], timeout)
             if ready:
                 for _ in self._listen.notifies(timeout=0):
                     pass
-        except Exception:  # noqa: BLE001
-            logger.exception("LISTEN connection failed; reconnecting")
+        except Exception as exc:  # noqa: BLE001 - a restarted Postgres closes this connection
+            logger.warning("LISTEN connection lost (%s); reconnecting", exc)
             self._close_listen()
             self._open_listen()
 
@@ -279,33 +305,35 @@ class Daemon:
 
         deadline = time.monotonic() + self.config.idle_tick_seconds
         while True:
-            if self.stopping or (self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs):
+            done = self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs
+            if self.stopping or self._orphaned() or done:
                 return {"kind": "shutdown"}
             close_old_connections()
             try:
                 job = services.claim_next_job(worker=self.config.worker_name, lease_seconds=self.config.lease_seconds)
-            except DatabaseError:
+            except DatabaseFailure as exc:
                 # Postgres restarting: keep the followers ticking and try again next tick.
-                logger.exception("claim failed; retrying")
+                connection.close()
+                logger.warning("claim failed, the database is unreachable (%s); retrying", exc)
                 time.sleep(min(self.config.poll_seconds, max(deadline - time.monotonic(), 0)))
                 return {"kind": "idle"}
             if job is not None:
                 # A disk that cannot take the video fails the job now, not after its inference.
                 problem = output_problem(self.config.output_dir, min_free_bytes=self.config.min_free_bytes)
                 if problem is not None:
-                    services.fail_job(job_id=job.pk, attempt=job.attempt, code=problem[0], reason=problem[1])
+                    self._db("failure", lambda: services.fail_job(
+                        job_id=job.pk, attempt=job.attempt, code=problem[0], reason=problem[1]), retry=True)
                     continue
                 try:
                     return self._job_message(job)
                 except OSError as exc:
-                    services.fail_job(
-                        job_id=job.pk, attempt=job.attempt, code="INPUT_MISSING",
-                        reason=f"the stored input image could not be read ({type(exc).__name__}); submit the job again",
-                    )
+                    reason = f"the stored input image could not be read ({type(exc).__name__}); submit the job again"
+                    self._db("failure", lambda: services.fail_job(
+                        job_id=job.pk, attempt=job.attempt, code="INPUT_MISSING", reason=reason), retry=True)
                     continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                services.worker_heartbeat(name=self.config.worker_name)
+                self._db("worker heartbeat", lambda: services.worker_heartbeat(name=self.config.worker_name))
                 return {"kind": "idle"}
             self._wait_for_notify(min(remaining, self.config.poll_seconds))
 
@@ -385,6 +413,23 @@ class Daemon:
         if leader:
             self._record_outcome(active, outcome, timings, video, message, errors, report)
 
+    def _db(self, what: str, call: Any, *, retry: bool = False) -> Any:
+        """One database call of rank 0. Best effort by default (progress, heartbeats: the next one
+        comes soon; returns None when the database is away); with retry, until it lands (a job's
+        outcome), so a Postgres restart costs the job nothing."""
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except DatabaseFailure as exc:
+                connection.close()  # a broken connection is replaced on the next call
+                if not retry or self._orphaned() or (self.aborting and delay >= 10):
+                    logger.warning("%s skipped: the database is unreachable (%s)", what, exc)
+                    return None
+                logger.warning("%s waits for the database (%s); retrying in %.1f s", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     # Every rank reaches these hooks at the same points of a job; each ends in one agreement, so
     # a stop decided by rank 0 (cancel, timeout, shutdown, lost lease) stops all ranks there.
 
@@ -399,9 +444,9 @@ class Daemon:
         if self.runtime.is_leader:
             from videojobs import services
 
-            if not services.report_progress(
-                job_id=active.job_id, attempt=active.attempt, phase="denoising", step=step, total_steps=total
-            ):
+            written = self._db("progress", lambda: services.report_progress(
+                job_id=active.job_id, attempt=active.attempt, phase="denoising", step=step, total_steps=total))
+            if written is False:
                 active.lost.set()
         self._agree(active)
 
@@ -412,7 +457,9 @@ class Daemon:
     def _report_phase(self, active: _ActiveJob, phase: str) -> None:
         from videojobs import services
 
-        if not services.report_progress(job_id=active.job_id, attempt=active.attempt, phase=phase):
+        written = self._db("progress", lambda: services.report_progress(
+            job_id=active.job_id, attempt=active.attempt, phase=phase))
+        if written is False:
             active.lost.set()
 
     def _agree(self, active: _ActiveJob) -> None:
@@ -424,13 +471,14 @@ class Daemon:
     def _leader_decision(self, active: _ActiveJob) -> StopFlag:
         from videojobs import selectors
 
-        if self.aborting:
+        if self.aborting or self._orphaned():
             return StopFlag.SHUTDOWN
         if active.lost.is_set():
             return StopFlag.LOST
         if time.time() > active.deadline:
             return StopFlag.TIMEOUT
-        if selectors.is_cancel_requested(job_id=active.job_id):
+        # Without the database a cancel cannot be read: the job goes on, and writes its outcome later.
+        if self._db("cancel check", lambda: selectors.is_cancel_requested(job_id=active.job_id)):
             return StopFlag.CANCEL
         return StopFlag.CONTINUE
 
@@ -440,16 +488,18 @@ class Daemon:
 
         done = threading.Event()
         interval = max(self.config.lease_seconds / 3, 0.5)
-        services.update_worker(name=self.config.worker_name, state="busy", current_job_id=active.job_id)
+        self._db("worker state", lambda: services.update_worker(
+            name=self.config.worker_name, state="busy", current_job_id=active.job_id))
 
         def beat() -> None:
+            # Every beat on its own: a database that went away for a while must not end the beats.
             try:
                 while not done.wait(interval):
-                    if not services.heartbeat(job_id=active.job_id, attempt=active.attempt, lease_seconds=self.config.lease_seconds):
+                    held = self._db("lease heartbeat", lambda: services.heartbeat(
+                        job_id=active.job_id, attempt=active.attempt, lease_seconds=self.config.lease_seconds))
+                    if held is False:
                         active.lost.set()
-                    services.worker_heartbeat(name=self.config.worker_name)
-            except Exception:  # noqa: BLE001 - a lost lease is caught at the next step
-                logger.exception("heartbeat failed")
+                    self._db("worker heartbeat", lambda: services.worker_heartbeat(name=self.config.worker_name))
             finally:
                 connection.close()
 
@@ -478,21 +528,24 @@ class Daemon:
                 "acceleration": report["acceleration"],
                 "warnings": topology_warnings(message["params"], topology) + report["warnings"],
             }
-            if not services.complete_job(**ids, result=result, timings=timings):
+            # The outcome is written even if the database is away for a while (fenced: a rescue
+            # that happened meanwhile wins, and the video is dropped).
+            if not self._db("completion", lambda: services.complete_job(**ids, result=result, timings=timings), retry=True):
                 video.path.unlink(missing_ok=True)  # the attempt lost its lease meanwhile
         elif outcome == StopFlag.CANCEL:
-            services.finish_cancelled_job(**ids, timings=timings)
+            self._db("cancel", lambda: services.finish_cancelled_job(**ids, timings=timings), retry=True)
         elif outcome == StopFlag.TIMEOUT:
-            services.fail_job(
-                **ids, code="TIMEOUT", reason=f"the job ran longer than TASK_TIMEOUT ({self.config.task_timeout} s)", timings=timings
-            )
+            reason = f"the job ran longer than TASK_TIMEOUT ({self.config.task_timeout} s)"
+            self._db("timeout", lambda: services.fail_job(**ids, code="TIMEOUT", reason=reason, timings=timings), retry=True)
         elif outcome == StopFlag.SHUTDOWN:
-            services.release_job(**ids)
+            self._db("release", lambda: services.release_job(**ids), retry=True)
         elif outcome == StopFlag.ERROR:
-            reasons = [f"rank {rank}: {err}" for rank, err in enumerate(errors) if err]
-            services.fail_job(**ids, code="INFERENCE_ERROR", reason="; ".join(reasons)[:2000] or "inference failed", timings=timings)
+            reasons = "; ".join(f"rank {rank}: {err}" for rank, err in enumerate(errors) if err)[:2000] or "inference failed"
+            self._db("failure", lambda: services.fail_job(**ids, code="INFERENCE_ERROR", reason=reasons, timings=timings),
+                     retry=True)
         # LOST: the job already belongs to another attempt or was ended by a sweep.
-        services.update_worker(name=self.config.worker_name, state="idle", job_done=True)
+        self._db("worker state", lambda: services.update_worker(name=self.config.worker_name, state="idle", job_done=True),
+                 retry=True)
         logger.info("job %s ended: %s %s", active.request_id, outcome.name, timings)
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from rest_framework_api_key.models import APIKey
 
-from tests.daemon_support import ROOT, running, service_env, wait_for
+from tests.daemon_support import running, service_env, wait_for
 from tests.test_run_service import free_port
 from videojobs.models import VideoJob
 

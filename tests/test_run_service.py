@@ -68,7 +68,7 @@ def test_service_answers_every_endpoint_stops_on_ctrl_c_and_keeps_jobs_across_re
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = service_env(tiny_ckpt, SERVER_HOST="127.0.0.1", SERVER_PORT=port, WEB_WORKERS=1, Q_WORKERS=1,
-                      STATIC_ROOT=tmp_path / "static")
+                      STATIC_ROOT=tmp_path / "static", VAR_DIR=tmp_path / "var")
     log = tmp_path / "service.log"
     service = start(env, log)
     try:

@@ -65,7 +65,7 @@ def test_start_service_with_every_switch_serves_the_one_rank_video_and_cancels_o
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = service_env(tiny_ckpt, SERVER_HOST="127.0.0.1", SERVER_PORT=port, WEB_WORKERS=1, Q_WORKERS=1,
-                      STATIC_ROOT=tmp_path / "static", IMAGE_URL_ALLOWED_NETWORKS="127.0.0.0/8",
+                      STATIC_ROOT=tmp_path / "static", VAR_DIR=tmp_path / "var", IMAGE_URL_ALLOWED_NETWORKS="127.0.0.0/8",
                       MAX_CONCURRENT_TASKS=10, **ALL_SWITCHES)
     log = tmp_path / "service.log"
     service = subprocess.Popen(["bash", "scripts/start_service.sh"], cwd=ROOT, env=env, stdout=open(log, "ab"),

@@ -9,6 +9,7 @@ import io
 import logging
 import uuid
 
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -36,7 +37,22 @@ def error_body(code: str, message: str, **extra) -> dict:
     return {"error": code, "message": message, **extra}
 
 
+DATABASE_DOWN_MESSAGE = "the database is unreachable for the moment; retry shortly"
+
+
+def database_unavailable() -> JsonResponse:
+    """503 while Postgres is down or restarting: a client should retry, nothing is lost."""
+    from django.conf import settings
+
+    response = JsonResponse(error_body("DATABASE_UNAVAILABLE", DATABASE_DOWN_MESSAGE), status=503)
+    response["Retry-After"] = str(min(settings.RETRY_AFTER_SECONDS, 5))
+    return response
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.warning("database unreachable: %s", exc)
+        return database_unavailable()
     if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         return Response(
@@ -72,6 +88,12 @@ def handler404(request, exception=None):
 
 
 def handler500(request):
+    # Called inside the except block of whatever failed outside a DRF view (middleware, the
+    # admin, a session lookup): a database that went away is a 503 there too.
+    import sys
+
+    if isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
+        return database_unavailable()
     return JsonResponse(error_body("INTERNAL_ERROR", "internal error"), status=500)
 
 

@@ -160,9 +160,12 @@ class HealthView(APIView):
                 cursor.execute("SELECT 1")
             block = _service_block(private=is_operator(request))
         except Exception:  # noqa: BLE001 - any database failure makes the service unhealthy
-            return Response(
-                {"status": "unhealthy", "reason": "database unreachable", "timestamp": now}, status=503
+            response = Response(
+                {"status": "unhealthy", "reason": "database unreachable (restarting or down)", "timestamp": now},
+                status=503,
             )
+            response["Retry-After"] = "5"
+            return response
         ready = block["workers"]["ready"]
         body = {
             "status": "healthy" if ready else "unhealthy",
