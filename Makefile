@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench bench-parallel clean-db tiny-checkpoint
+.PHONY: install run test bench bench-api bench-parallel clean-db tiny-checkpoint
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ test: install
 
 bench: install
 	$(PY) bench/daemon_overhead.py
+
+bench-api: install
+	$(PY) bench/api_load.py
 
 bench-parallel: install
 	$(PY) bench/parallel_traffic.py

@@ -62,13 +62,17 @@ def daemon_command() -> list[str]:
     return [*torchrun, manage, "run_inference_daemon"]
 
 
+def web_command(*, host: str, port: int, workers: int) -> list[str]:
+    """gunicorn as the service runs it (bench/api_load.py measures exactly this server)."""
+    return [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{host}:{port}",
+            "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10"]
+
+
 def child_commands() -> list[Child]:
     python = sys.executable
     manage = str(settings.BASE_DIR / "manage.py")
-    bind = f"{settings.SERVER_HOST}:{settings.SERVER_PORT}"
     children = {
-        "web": Child("web", [python, "-m", "gunicorn", "config.wsgi:application", "--bind", bind,
-                             "--workers", str(settings.WEB_WORKERS), "--access-logfile", "-", "--graceful-timeout", "10"]),
+        "web": Child("web", web_command(host=settings.SERVER_HOST, port=settings.SERVER_PORT, workers=settings.WEB_WORKERS)),
         "qcluster": Child("qcluster", [python, manage, "qcluster"]),
         "inference": Child("inference", daemon_command()),
     }

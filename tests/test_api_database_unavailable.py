@@ -32,7 +32,7 @@ def test_submit_answers_503_with_retry_after_while_the_database_is_unreachable(a
 
 
 def test_status_answers_503_while_the_database_is_unreachable(api, monkeypatch):
-    monkeypatch.setattr(selectors, "get_job", _down)
+    monkeypatch.setattr(selectors, "get_job_for_status", _down)
     _assert_unavailable(api.post("/video/status", {"requestId": "a" * 32}, format="json"))
 
 

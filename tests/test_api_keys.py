@@ -106,6 +106,24 @@ def test_submits_per_minute_are_limited_per_owner(settings):
     assert submit(client(new_key("another"))).status_code == 202
 
 
+def test_the_rate_limit_reopens_when_the_oldest_counted_submit_leaves_the_minute(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.OWNER_SUBMITS_PER_MINUTE = 3
+    api = client(new_key())
+    ids = [submit(api).json()["requestId"] for _ in range(3)]
+    VideoJob.objects.filter(request_id__in=ids).update(status="Succeed")
+    # 50 s ago, 40 s ago, 30 s ago: the slot opens when the one 50 s old turns 60, in 10 s.
+    for age, request_id in zip((50, 40, 30), ids):
+        VideoJob.objects.filter(request_id=request_id).update(created_at=timezone.now() - timedelta(seconds=age))
+    response = submit(api)
+    assert response.status_code == 429 and 9 <= int(response["Retry-After"]) <= 11
+    VideoJob.objects.filter(request_id=ids[0]).update(created_at=timezone.now() - timedelta(seconds=61))
+    assert submit(api).status_code == 202
+
+
 def test_videos_are_served_to_their_owner_only(settings):
     alice, bob = new_key("alice"), new_key("bob")
     request_id = submit(client(alice)).json()["requestId"]

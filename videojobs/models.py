@@ -98,6 +98,10 @@ class VideoJob(models.Model):
             ),
             models.Index(fields=["status", "lease_until"], name="videojob_status_lease"),
             models.Index(fields=["status", "created_at"], name="videojob_status_created"),
+            # The per-owner gates of every submit: its submits in the last minute, its unfinished jobs.
+            models.Index(fields=["owner", "created_at"], name="videojob_owner_created"),
+            models.Index(fields=["owner"], condition=models.Q(status__in=UNFINISHED_STATUSES),
+                         name="videojob_owner_unfinished"),
         ]
 
     def __str__(self) -> str:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
@@ -31,6 +32,36 @@ def get_job(*, request_id: str, owner: str | None = None) -> VideoJob:
     return jobs.get(request_id=request_id)
 
 
+def get_job_for_status(*, request_id: str, owner: str | None = None) -> VideoJob:
+    """get_job for the status poll, the API's most frequent request: the job and its place in
+    the queue in one round trip (``job.queue_ahead``), as raw SQL because the ORM's compilation
+    of the two queries cost more than Postgres answering them (bench/api_load.py)."""
+    if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
+        raise VideoJob.DoesNotExist(request_id)
+    table, fields = VideoJob._meta.db_table, VideoJob._meta.concrete_fields
+    columns = ", ".join(f'job."{field.column}"' for field in fields)
+    sql = (
+        f"SELECT {columns}, CASE WHEN job.status = %s THEN (SELECT count(*) FROM {table} ahead"
+        f" WHERE ahead.status = %s AND ahead.created_at < job.created_at) END AS queue_ahead"
+        f" FROM {table} job WHERE job.request_id = %s"
+    )
+    params: list[Any] = [JobStatus.IN_QUEUE, JobStatus.IN_QUEUE, request_id]
+    if owner is not None:
+        sql += " AND job.owner = %s"
+        params.append(owner)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise VideoJob.DoesNotExist(request_id)
+    # from_db applies no converters: decode the JSON columns as the ORM would.
+    values = [field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+              for field, value in zip(fields, row)]
+    job = VideoJob.from_db(connection.alias, [field.attname for field in fields], values)
+    job.queue_ahead = row[len(fields)]
+    return job
+
+
 def unfinished_count() -> int:
     return VideoJob.objects.filter(status__in=UNFINISHED_STATUSES).count()
 
@@ -39,7 +70,9 @@ def queue_position(*, job: VideoJob) -> int | None:
     """1 for the next job a worker will claim; None once the job left the queue."""
     if job.status != JobStatus.IN_QUEUE:
         return None
-    ahead = VideoJob.objects.filter(status=JobStatus.IN_QUEUE, created_at__lt=job.created_at).count()
+    ahead = getattr(job, "queue_ahead", None)  # read with the job by get_job_for_status
+    if ahead is None:
+        ahead = VideoJob.objects.filter(status=JobStatus.IN_QUEUE, created_at__lt=job.created_at).count()
     return ahead + 1
 
 

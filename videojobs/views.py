@@ -90,7 +90,7 @@ class StatusView(APIView):
         serializer.is_valid(raise_exception=True)
         request_id = serializer.validated_data["requestId"]
         try:
-            job = selectors.get_job(request_id=request_id, owner=owner_of(request))
+            job = selectors.get_job_for_status(request_id=request_id, owner=owner_of(request))
         except VideoJob.DoesNotExist:
             return _not_found(request_id)
         return Response(selectors.status_document(job=job))
