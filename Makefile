@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench bench-api bench-parallel clean-db tiny-checkpoint
+.PHONY: install browser run test bench bench-api bench-parallel clean-db tiny-checkpoint
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,20 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: install
 	$(PY) manage.py run_service
 
-test: install
+# The job page's browser test (tests/test_page_browser.py) drives Debian's Chromium: installed
+# here when missing and this user may (root, or sudo without a password), else it says how.
+# A failed install is not fatal here: the test then fails under CI and is skipped elsewhere.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "make browser: Chromium is missing; install it with: sudo apt-get install chromium"; exit 0; fi; \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "make browser: Chromium is missing; install it with your package manager"; exit 0; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	  || { $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+	  || echo "make browser: could not install Chromium (the browser test will say so)"; }
+
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

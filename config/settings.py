@@ -7,6 +7,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config import env
+from config.logging import LOG_FORMATS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.string("VAR_DIR", str(BASE_DIR / "var")))
@@ -141,6 +142,25 @@ IMAGE_MAX_PIXELS = env.integer("IMAGE_MAX_PIXELS", 40_000_000, minimum=64 * 64)
 IMAGE_CONNECT_TIMEOUT = env.number("IMAGE_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 IMAGE_TOTAL_TIMEOUT = env.number("IMAGE_TOTAL_TIMEOUT", 30.0, minimum=0.5)
 
+# An upload (multipart /video/submit or the job page) may carry one image of IMAGE_MAX_BYTES.
+MAX_UPLOAD_REQUEST_BYTES = IMAGE_MAX_BYTES + DATA_UPLOAD_MAX_MEMORY_SIZE
+
+# --- webhooks ---------------------------------------------------------------------------
+# The HMAC key of X-Signature. Production has no default: without it, a submit with a
+# webhook_url is refused (WEBHOOKS_DISABLED) and `manage.py check` warns (videojobs.W005).
+INSECURE_DEV_WEBHOOK_SECRET = "insecure-development-webhook-secret"
+WEBHOOK_SECRET = env.string("WEBHOOK_SECRET", "" if PRODUCTION else INSECURE_DEV_WEBHOOK_SECRET)
+# Private networks a webhook_url may reach (an internal receiver); public addresses always can.
+WEBHOOK_ALLOWED_NETWORKS = env.networks("WEBHOOK_ALLOWED_NETWORKS")
+WEBHOOK_TIMEOUT = env.number("WEBHOOK_TIMEOUT", 10.0, minimum=0.5, maximum=120)
+WEBHOOK_MAX_ATTEMPTS = env.integer("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
+# First retry after this many seconds, tripled each time (at most an hour); the retry sweep
+# runs every minute.
+WEBHOOK_RETRY_SECONDS = env.integer("WEBHOOK_RETRY_SECONDS", 30, minimum=1)
+# Where clients reach this service (https://video.example.com): makes the video_url of
+# webhook bodies absolute. Empty: paths relative to the service, as in the API.
+PUBLIC_BASE_URL = env.string("PUBLIC_BASE_URL", "").rstrip("/")
+
 # --- the inference daemon -------------------------------------------------------------
 MODEL_CKPT_DIR = env.string("MODEL_CKPT_DIR", "")
 TINY_CKPT_DIR = Path(env.string("TINY_CKPT_DIR", str(VAR_DIR / "tiny-wan-i2v")))
@@ -233,6 +253,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request and response components apart: the upload is a binary file in a multipart body.
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- security (production sits behind a TLS reverse proxy; see the README) ------------
@@ -259,11 +281,23 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 LOG_LEVEL = env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"))
+# json: one JSON object per console line (time, level, logger, message, the job's extras), for
+# journald and log shippers; plain: one readable line (config/logging.py).
+LOG_FORMAT = env.choice("LOG_FORMAT", "plain", LOG_FORMATS)
+LOGGING_CONFIG = "config.logging.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"()": "config.logging.PlainFormatter"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "filters": {"health_probe_unavailable": {"()": "config.logging.HealthProbeUnavailableFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL.upper()},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # A /health 503 while the daemon loads is an answer, not an error.
+        "django.request": {"filters": ["health_probe_unavailable"]},
+    },
 }

@@ -120,6 +120,10 @@ class _ActiveJob:
     position: str = "start"  # where the job last synchronised: "step 7/30", "decoding chunk 3/21"
 
 
+# The same signal again sooner than this after the first stop is that stop arriving twice.
+STOP_SIGNAL_DEBOUNCE_SECONDS = 1.0
+
+
 class Daemon:
     def __init__(self, runtime: Runtime, config: DaemonConfig, ctx: ParallelContext) -> None:
         self.runtime = runtime
@@ -143,14 +147,21 @@ class Daemon:
     # --- lifecycle --------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
+        first: list[tuple[int, float]] = []
+
         def handle(signum, frame):  # noqa: ARG001
             if not self.runtime.is_leader:
                 return  # followers obey rank 0's broadcast, never their own signal
+            if first and first[0][0] == signum and time.monotonic() - first[0][1] < STOP_SIGNAL_DEBOUNCE_SECONDS:
+                # One stop delivered twice: systemd's KillMode=control-group signals every
+                # process of the unit, and torchrun passes the signal it got on to the ranks.
+                return
             if self.stopping:
                 self.aborting = True
                 logger.warning("second stop signal: giving the current job back to the queue")
             else:
                 self.stopping = True
+                first.append((signum, time.monotonic()))
                 logger.warning("stop signal: finishing the current job, then exiting")
 
         signal.signal(signal.SIGTERM, handle)

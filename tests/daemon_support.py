@@ -59,7 +59,8 @@ def running(argv: list[str], env: dict[str, str], log: Path):
             # torchrun puts each rank in a session of its own: collect them before stopping.
             descendants = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                # Stop, then (another signal: not the same stop delivered twice) give the job back now.
+                process.send_signal(signal.SIGTERM)
                 process.send_signal(signal.SIGINT)
                 try:
                     process.wait(timeout=20)

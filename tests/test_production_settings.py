@@ -15,20 +15,29 @@ NO_DB = "postgres://nobody@127.0.0.1:1/none"
 
 
 def manage(*args: str, **environ: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DEV_MODE", "ALLOWED_HOSTS", "SECRET_KEY", "DEBUG")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DEV_MODE", "ALLOWED_HOSTS", "SECRET_KEY", "DEBUG", "WEBHOOK_SECRET")}
     env.update({"DATABASE_URL": NO_DB, **environ})
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
 
 
 def production(**extra: str) -> dict[str, str]:
-    return {"DJANGO_ENV": "production", "SECRET_KEY": STRONG_KEY, "ALLOWED_HOSTS": "video.example.com", **extra}
+    return {"DJANGO_ENV": "production", "SECRET_KEY": STRONG_KEY, "ALLOWED_HOSTS": "video.example.com",
+            "WEBHOOK_SECRET": STRONG_KEY[::-1], **extra}
 
 
 def test_check_deploy_is_clean_in_production():
     result = manage("check", "--deploy", "--fail-level", "WARNING", **production())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_production_without_webhook_secret_warns_and_a_weak_one_is_an_error():
+    result = manage("check", "--deploy", **production(WEBHOOK_SECRET=""))
+    assert "videojobs.W005" in result.stderr + result.stdout
+    result = manage("check", "--deploy", **production(WEBHOOK_SECRET="short"))
+    assert result.returncode != 0 and "videojobs.E007" in result.stderr
 
 
 def test_production_refuses_a_wildcard_or_missing_host_list():

@@ -1,41 +1,252 @@
-"""The operators' view: every job, read-only, with cancel and requeue through the services."""
+"""The operators' admin: live job and worker lists, a job's whole story on its page (input,
+video, timings, topology, cache reuse, attempts and errors, webhook deliveries), and the
+operator actions, each through a service: cancel, requeue, retry as a new job, delete the
+output, deliver a webhook again."""
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.http import FileResponse, Http404
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.timesince import timesince
+from django.views.decorators.http import require_POST
 
 from videojobs import selectors, services
-from videojobs.models import InferenceWorker, JobStatus, VideoJob
+from videojobs.image_input import ImageInputError
+from videojobs.models import (
+    FINISHED_STATUSES,
+    UNFINISHED_STATUSES,
+    InferenceWorker,
+    JobEvent,
+    JobPhase,
+    JobStatus,
+    VideoJob,
+    WebhookDelivery,
+    WorkerState,
+)
+from videojobs.webhooks import WebhookURLError
+
+# Seconds between reloads of a live page: the job list, an unfinished job, the workers.
+REFRESH_SECONDS = 3
+# The query parameter that pauses the reloads (the admin must not take it for a filter).
+PAUSE_PARAM = "norefresh"
+
+
+def _take_pause_flag(request) -> bool:
+    """Whether the page is paused; removes PAUSE_PARAM from the request so that the changelist
+    does not read it as a field lookup."""
+    if PAUSE_PARAM not in request.GET:
+        return False
+    query = request.GET.copy()
+    del query[PAUSE_PARAM]
+    request.GET = query
+    return True
+
+
+def _refresh_context(request, *, live: bool, paused: bool, reason: str) -> dict[str, Any]:
+    """The auto-refresh note: on while something runs, with links that pause and resume it and
+    keep the page's own query string (its filters, search and page)."""
+    query = request.GET.copy()
+    resume = query.urlencode()
+    query[PAUSE_PARAM] = "1"
+    return {
+        "live": live,
+        "paused": paused,
+        "seconds": REFRESH_SECONDS,
+        "reason": reason,
+        "pause_url": f"{request.path}?{query.urlencode()}",
+        "resume_url": f"{request.path}?{resume}" if resume else request.path,
+    }
+
+
+# --- how the job page shows the daemon's result -----------------------------------------
+
+
+def topology_text(topology: dict[str, Any] | None) -> str:
+    """A topology in one line, e.g. "4 ranks: ulysses 2 x ring 1 x cfg 2, fsdp dit+t5"."""
+    if not topology:
+        return "-"
+    parts = [" x ".join(f"{name} {topology.get(f'{name}_size', 1)}" for name in ("ulysses", "ring", "cfg"))]
+    fsdp = [name for name in ("dit", "t5") if topology.get(f"{name}_fsdp")]
+    if fsdp:
+        parts.append("fsdp " + "+".join(fsdp))
+    if topology.get("t5_cpu"):
+        parts.append("t5 on cpu")
+    if topology.get("vae_parallel"):
+        parts.append("vae parallel")
+    world = topology.get("world_size")
+    return f"{world} rank{'s' if world != 1 else ''}: {', '.join(parts)}" if world else ", ".join(parts)
+
+
+def _compact(value: Any) -> str:
+    """A cache report value on one line: {"cond": 3, "uncond": 3} -> "cond 3, uncond 3"."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_compact(item)}" for key, item in sorted(value.items())) or "-"
+    if isinstance(value, (list, tuple)):
+        return "[" + " ".join(str(item) for item in value) + "]"
+    return str(value)
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _age(moment) -> str:
+    """How long ago, short: "12 s ago", else Django's "3 minutes ago"."""
+    seconds = (timezone.now() - moment).total_seconds()
+    return f"{seconds:.0f} s ago" if seconds < 100 else f"{timesince(moment)} ago"
+
+
+# --- operator actions on one job: a message, or _Refused saying why not ------------------
+
+
+class _Refused(Exception):
+    """The action does not apply to this job; the message says why."""
+
+
+# What retry_as_new_job may raise that an operator can act on.
+_RETRY_REFUSALS = (services.JobNotFinished, services.InputGone, services.OwnerLimit, services.QueueFull,
+                   services.WebhooksDisabled, WebhookURLError, ImageInputError)
+
+
+def _cancel(job: VideoJob) -> tuple[str, int]:
+    try:
+        job = services.request_cancel(request_id=job.request_id)
+    except services.JobAlreadyFinished as exc:
+        raise _Refused(str(exc)) from None
+    if job.status == JobStatus.CANCELLED:
+        return f"{job.request_id} is cancelled", job.pk
+    return f"cancel requested for {job.request_id}: its worker stops it at the next step", job.pk
+
+
+def _requeue(job: VideoJob) -> tuple[str, int]:
+    if not services.requeue_job(job_id=job.pk):
+        raise _Refused(f"{job.request_id} is {job.status}; only Failed or Cancelled jobs are requeued")
+    return f"{job.request_id} is back in the queue", job.pk
+
+
+def _retry(job: VideoJob) -> tuple[str, int]:
+    try:
+        new = services.retry_as_new_job(job_id=job.pk)
+    except _RETRY_REFUSALS as exc:
+        raise _Refused(f"{job.request_id} was not retried: {exc}") from None
+    return f"{job.request_id} retried as new job {new.request_id}", new.pk
+
+
+def _delete_output(job: VideoJob) -> tuple[str, int]:
+    try:
+        deleted = services.delete_job_output(job_id=job.pk)
+    except services.JobNotFinished as exc:
+        raise _Refused(str(exc)) from None
+    if not deleted:
+        raise _Refused(f"{job.request_id} has no video to delete")
+    return f"the video of {job.request_id} is deleted", job.pk
+
+
+# name in the URL -> (button label, operation, whether it applies to the job as it is now)
+JOB_OPERATIONS: dict[str, tuple[str, Callable[[VideoJob], tuple[str, int]], Callable[[VideoJob], bool]]] = {
+    "cancel": ("Cancel", _cancel, lambda job: job.status in UNFINISHED_STATUSES),
+    "requeue": ("Requeue", _requeue, lambda job: job.status in (JobStatus.FAILED, JobStatus.CANCELLED)),
+    "retry": ("Retry as a new job", _retry, lambda job: job.status in FINISHED_STATUSES),
+    "delete-output": ("Delete output", _delete_output,
+                      lambda job: job.status == JobStatus.SUCCEED and not (job.result or {}).get("expired")),
+}
+
+
+class _ColumnFilter(admin.SimpleListFilter):
+    """Jobs by the distinct values of one text column; the empty value is listed as ``empty_label``."""
+
+    column = ""
+    empty_label = "(none)"
+    _EMPTY = "__none__"
+
+    def lookups(self, request, model_admin):
+        values = VideoJob.objects.order_by(self.column).values_list(self.column, flat=True).distinct()
+        return [(value or self._EMPTY, value or self.empty_label) for value in values]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        return queryset.filter(**{self.column: "" if value == self._EMPTY else value})
+
+
+class WorkerFilter(_ColumnFilter):
+    title = parameter_name = column = "worker"
+    empty_label = "(no worker: never started, or requeued)"
+
+
+class OwnerFilter(_ColumnFilter):
+    title = parameter_name = column = "owner"
+    empty_label = "(anonymous)"
+
+
+class _ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class JobEventInline(_ReadOnlyInline):
+    model = JobEvent
+    verbose_name_plural = "attempts and errors (every transition)"
+    fields = readonly_fields = ("created_at", "kind", "status", "attempt", "worker", "error_code", "detail")
+    ordering = ("created_at", "id")
+
+
+class WebhookDeliveryInline(_ReadOnlyInline):
+    model = WebhookDelivery
+    verbose_name_plural = "webhook deliveries"
+    fields = readonly_fields = ("event", "url", "state", "attempts", "last_status_code", "last_error",
+                                "delivered_at", "next_attempt_at")
+    ordering = ("created_at", "id")
+    show_change_link = True
 
 
 @admin.register(VideoJob)
 class VideoJobAdmin(admin.ModelAdmin):
-    list_display = ("request_id", "status", "phase", "progress_display", "prompt_excerpt", "created_at", "duration_display",
-                    "attempt", "worker", "acceleration_display")
-    list_filter = ("status", "phase", ("created_at", admin.DateFieldListFilter))
+    list_display = ("request_id", "status", "phase", "progress_bar", "prompt_excerpt", "owner", "created_at",
+                    "duration_display", "attempt", "worker", "acceleration_display")
+    list_filter = ("status", "phase", WorkerFilter, OwnerFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("request_id", "prompt")
     date_hierarchy = "created_at"
-    actions = ("cancel_jobs", "requeue_jobs")
+    actions = ("cancel_jobs", "requeue_jobs", "retry_jobs", "delete_outputs")
     list_per_page = 50
+    inlines = (JobEventInline, WebhookDeliveryInline)
     readonly_fields = (
-        "request_id", "status", "phase", "progress_display", "prompt", "negative_prompt", "image_url", "input_preview",
+        "request_id", "status", "phase", "progress_bar", "prompt", "negative_prompt", "image_url", "input_preview",
         "input_sha256", "params", "attempt", "max_attempts", "worker", "lease_until", "created_at", "input_ready_at",
-        "started_at", "finished_at", "cancel_requested_at", "duration_display", "timings", "result", "video_link",
-        "error_code", "reason", "owner", "idempotency_key", "acceleration_display",
+        "started_at", "finished_at", "cancel_requested_at", "duration_display", "timings_table", "result",
+        "video_link", "topology_display", "cache_display", "error_code", "reason", "owner", "idempotency_key",
+        "webhook_url", "webhook_events",
     )
     fieldsets = (
-        (None, {"fields": ("request_id", "status", "phase", "progress_display", "error_code", "reason")}),
+        (None, {"fields": ("request_id", "status", "phase", "progress_bar", "error_code", "reason")}),
         ("Input", {"fields": ("prompt", "negative_prompt", "image_url", "input_preview", "input_sha256", "params")}),
         ("Execution", {"fields": ("attempt", "max_attempts", "worker", "lease_until", "cancel_requested_at")}),
-        ("Timing", {"fields": ("created_at", "input_ready_at", "started_at", "finished_at", "duration_display", "timings")}),
-        ("Result", {"fields": ("video_link", "acceleration_display", "result")}),
-        ("Client", {"fields": ("owner", "idempotency_key")}),
+        ("Timing", {"fields": ("created_at", "input_ready_at", "started_at", "finished_at", "duration_display",
+                               "timings_table")}),
+        ("Result", {"fields": ("video_link", "topology_display", "cache_display", "result")}),
+        ("Client", {"fields": ("owner", "idempotency_key", "webhook_url", "webhook_events")}),
     )
 
     def has_add_permission(self, request) -> bool:
@@ -48,15 +259,38 @@ class VideoJobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return request.user.is_superuser
 
+    # --- the live pages ---
+
+    def changelist_view(self, request, extra_context=None):
+        paused = _take_pause_flag(request)
+        refresh = _refresh_context(request, live=selectors.unfinished_count() > 0, paused=paused,
+                                   reason="jobs are unfinished")
+        return super().changelist_view(request, {**(extra_context or {}), "refresh": refresh})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        paused = _take_pause_flag(request)
+        job = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if job is not None:
+            context["refresh"] = _refresh_context(request, live=job.status in UNFINISHED_STATUSES, paused=paused,
+                                                  reason="the job is unfinished")
+            context["job_actions"] = [
+                {"label": label, "url": reverse(f"admin:videojobs_videojob_{name}", args=[job.pk]), "name": name}
+                for name, (label, _, applies) in JOB_OPERATIONS.items() if applies(job)
+            ]
+        return super().change_view(request, object_id, form_url, context)
+
+    # --- columns and fields ---
+
     @admin.display(description="prompt")
     def prompt_excerpt(self, job: VideoJob) -> str:
         return job.prompt if len(job.prompt) <= 60 else job.prompt[:57] + "..."
 
     @admin.display(description="progress")
-    def progress_display(self, job: VideoJob) -> str:
-        if job.progress_total:
-            return f"{job.progress_step}/{job.progress_total}"
-        return "-"
+    def progress_bar(self, job: VideoJob) -> str:
+        percent = round(selectors.job_progress(job=job) * 100)
+        steps = f" (step {job.progress_step}/{job.progress_total})" if job.progress_total else ""
+        return format_html('<progress value="{0}" max="100" style="width:6em"></progress> {0}%{1}', percent, steps)
 
     @admin.display(description="duration")
     def duration_display(self, job: VideoJob) -> str:
@@ -80,54 +314,258 @@ class VideoJobAdmin(admin.ModelAdmin):
     def video_link(self, job: VideoJob) -> str:
         if job.status != JobStatus.SUCCEED:
             return "-"
-        url = f"/videos/{job.request_id}.mp4"
-        return format_html('<video src="{0}" controls style="max-width:480px"></video><br><a href="{0}">{0}</a>', url)
+        result = job.result or {}
+        if result.get("expired"):
+            return f"deleted: {result.get('expired_reason', '')}"
+        # The admin serves it itself: the public URL answers only the job's owner.
+        src = reverse("admin:videojobs_videojob_video", args=[job.pk])
+        return format_html('<video src="{}" controls preload="metadata" style="max-width:480px"></video><br>'
+                           "the client downloads it at <code>{}</code>", src,
+                           selectors.video_url_for(request_id=job.request_id))
+
+    @admin.display(description="seconds per phase")
+    def timings_table(self, job: VideoJob) -> str:
+        timings = job.timings or {}
+        if not timings:
+            return "-"
+        phases = [p for p in selectors.TIMED_PHASES if p in timings] + sorted(set(timings) - set(selectors.TIMED_PHASES))
+        # A stopped job timed only the steps it ran.
+        steps = job.progress_step or job.params.get("infer_steps") or 0
+        rows = [
+            (phase, _seconds(timings[phase]),
+             _seconds(timings[phase] / steps) if phase == JobPhase.DENOISING and steps and
+             isinstance(timings[phase], (int, float)) else "")
+            for phase in phases
+        ]
+        total = sum(value for value in timings.values() if isinstance(value, (int, float)))
+        return format_html(
+            '<table class="timings"><thead><tr><th>phase</th><th>seconds</th><th>seconds per step</th></tr></thead>'
+            "<tbody>{}<tr><th>total</th><th>{}</th><td></td></tr></tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows), _seconds(total),
+        )
+
+    @admin.display(description="topology")
+    def topology_display(self, job: VideoJob) -> str:
+        topology = (job.result or {}).get("topology")
+        if not topology:
+            return "-"
+        extra = [f"{label} {topology[key]}" for key, label in (("device", "device"), ("attention_backend", "attention"))
+                 if topology.get(key)]
+        warnings = (job.result or {}).get("warnings") or []
+        return format_html("{}{}{}", topology_text(topology), f" ({', '.join(extra)})" if extra else "",
+                           format_html_join("", "<br>warning: {}", ((w,) for w in warnings)))
+
+    @admin.display(description="cache reuse")
+    def cache_display(self, job: VideoJob) -> str:
+        acceleration = (job.result or {}).get("acceleration")
+        if not acceleration:
+            return "-"
+        cache = acceleration.get("cache") or {}
+        rows = [(key, _compact(value)) for key, value in sorted(cache.items()) if key != "method"]
+        rows.append(("prompt_cache_hits", _compact(acceleration.get("prompt_cache_hits", 0))))
+        return format_html('{}<table class="cache">{}</table>', selectors.acceleration_summary(result=job.result),
+                           format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    # --- files and the detail page's buttons ---
 
     def get_urls(self):
-        extra = [
-            path(
-                "<int:job_id>/input.png",
-                self.admin_site.admin_view(self.input_image_view),
-                name="videojobs_videojob_input",
-            )
-        ]
+        def staff(view, route: str, name: str):
+            return path(f"<int:job_id>/{route}", self.admin_site.admin_view(view), name=f"videojobs_videojob_{name}")
+
+        extra = [staff(self.input_image_view, "input.png", "input"), staff(self.video_view, "video.mp4", "video")]
+        extra += [staff(self._operation_view(name), f"{name}/", name) for name in JOB_OPERATIONS]
         return extra + super().get_urls()
 
     def input_image_view(self, request, job_id: int):
         job = VideoJob.objects.filter(pk=job_id).only("input_image").first()
         if job is None or not job.input_image:
             raise Http404("no input image")
-        file = Path(settings.MEDIA_ROOT) / job.input_image
+        return self._file(Path(settings.MEDIA_ROOT) / job.input_image, "image/png")
+
+    def video_view(self, request, job_id: int):
+        job = VideoJob.objects.filter(pk=job_id, status=JobStatus.SUCCEED).only("request_id", "result").first()
+        if job is None or (job.result or {}).get("expired"):
+            raise Http404("no video")
+        name = (job.result or {}).get("video_file") or f"{job.request_id}.mp4"
+        return self._file(Path(settings.OUTPUT_DIR) / name, "video/mp4")
+
+    @staticmethod
+    def _file(file: Path, content_type: str) -> FileResponse:
         if not file.is_file():
-            raise Http404("no input image")
-        return FileResponse(file.open("rb"), content_type="image/png")
+            raise Http404("the file is gone")
+        return FileResponse(file.open("rb"), content_type=content_type)
+
+    def _operation_view(self, name: str):
+        _, operation, _ = JOB_OPERATIONS[name]
+
+        @require_POST
+        def view(request, job_id: int):
+            job = get_object_or_404(VideoJob, pk=job_id)
+            if not self.has_view_permission(request, job):
+                raise PermissionDenied
+            try:
+                message, shown = operation(job)
+            except _Refused as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                shown = job.pk
+            else:
+                self.message_user(request, message, messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:videojobs_videojob_change", args=[shown]))
+
+        return view
+
+    # --- the list's actions ---
+
+    def _apply(self, request, queryset, name: str) -> None:
+        label, operation, _ = JOB_OPERATIONS[name]
+        done, refused = [], []
+        for job in queryset:
+            try:
+                done.append(operation(job)[0])
+            except _Refused as exc:
+                refused.append(str(exc))
+        if done:
+            self.message_user(request, f"{label}: {len(done)} job(s): " + "; ".join(done), messages.SUCCESS)
+        if refused:
+            self.message_user(request, f"{label}: {len(refused)} job(s) skipped: " + "; ".join(refused),
+                              messages.WARNING)
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
-        done = skipped = 0
-        for job in queryset:
-            try:
-                services.request_cancel(request_id=job.request_id)
-                done += 1
-            except services.JobAlreadyFinished:
-                skipped += 1
-        self.message_user(request, f"Cancel requested for {done} job(s); {skipped} had already finished.", messages.SUCCESS)
+        self._apply(request, queryset, "cancel")
 
     @admin.action(description="Requeue selected failed/cancelled jobs")
     def requeue_jobs(self, request, queryset):
-        done = sum(1 for job in queryset if services.requeue_job(job_id=job.pk))
-        skipped = queryset.count() - done
-        self.message_user(request, f"Requeued {done} job(s); {skipped} were not Failed or Cancelled.", messages.SUCCESS)
+        self._apply(request, queryset, "requeue")
+
+    @admin.action(description="Retry selected finished jobs as new jobs")
+    def retry_jobs(self, request, queryset):
+        self._apply(request, queryset, "retry")
+
+    @admin.action(description="Delete the videos of selected jobs")
+    def delete_outputs(self, request, queryset):
+        self._apply(request, queryset, "delete-output")
+
+
+class WorkerChangeList(ChangeList):
+    """The workers page: each row also gets its mean seconds per job, from one query per page."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        means = selectors.worker_mean_seconds()
+        self.result_list = list(self.result_list)
+        for worker in self.result_list:
+            worker.mean_seconds = means.get(worker.name)
 
 
 @admin.register(InferenceWorker)
 class InferenceWorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "state", "host", "pid", "world_size", "device", "current_job", "jobs_done", "heartbeat_at")
+    list_display = ("name", "topology_display", "device", "model_display", "state_display", "current_job_link",
+                    "heartbeat_age", "jobs_done", "mean_seconds_display")
     list_filter = ("state", "host")
-    readonly_fields = [f.name for f in InferenceWorker._meta.fields]
+    list_select_related = ("current_job",)
+    readonly_fields = [f.name for f in InferenceWorker._meta.fields] + ["mean_seconds_display"]
 
     def has_add_permission(self, request) -> bool:
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def get_changelist(self, request, **kwargs):
+        return WorkerChangeList
+
+    def changelist_view(self, request, extra_context=None):
+        paused = _take_pause_flag(request)
+        live = selectors.unfinished_count() > 0 or selectors.worker_state_counts()[WorkerState.LOADING] > 0
+        refresh = _refresh_context(request, live=live, paused=paused,
+                                   reason="jobs are unfinished or a worker is loading")
+        return super().changelist_view(request, {**(extra_context or {}), "refresh": refresh})
+
+    @admin.display(description="topology")
+    def topology_display(self, worker: InferenceWorker) -> str:
+        return topology_text(worker.topology)
+
+    @admin.display(description="model", ordering="model")
+    def model_display(self, worker: InferenceWorker) -> str:
+        return format_html('<span title="{}">{}</span>', worker.model, Path(worker.model).name or worker.model)
+
+    @admin.display(description="state", ordering="state")
+    def state_display(self, worker: InferenceWorker) -> str:
+        live = worker.state in (WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY)
+        stale = (timezone.now() - worker.heartbeat_at).total_seconds() > settings.WORKER_STALE_SECONDS
+        return f"{worker.state} (stale)" if live and stale else worker.state
+
+    @admin.display(description="current job")
+    def current_job_link(self, worker: InferenceWorker) -> str:
+        if worker.current_job is None:
+            return "-"
+        url = reverse("admin:videojobs_videojob_change", args=[worker.current_job_id])
+        return format_html('<a href="{}">{}</a>', url, worker.current_job.request_id)
+
+    @admin.display(description="heartbeat", ordering="heartbeat_at")
+    def heartbeat_age(self, worker: InferenceWorker) -> str:
+        return _age(worker.heartbeat_at)
+
+    @admin.display(description="mean seconds per job")
+    def mean_seconds_display(self, worker: InferenceWorker) -> str:
+        if hasattr(worker, "mean_seconds"):
+            mean = worker.mean_seconds
+        else:  # the detail page: one worker
+            mean = selectors.worker_mean_seconds().get(worker.name)
+        return "-" if mean is None else f"{mean:.1f} s"
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ("job_link", "event", "url", "state", "attempts", "last_status_code", "last_error_excerpt",
+                    "created_at", "delivered_at")
+    list_filter = ("state", "event")
+    search_fields = ("job__request_id", "url")
+    list_select_related = ("job",)
+    actions = ("deliver_again",)
+    fields = readonly_fields = ("job_link", "event", "url", "state", "attempts", "next_attempt_at", "last_attempt_at",
+                                "last_status_code", "last_error", "created_at", "delivered_at", "attempt_log",
+                                "payload_json")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
+    @admin.display(description="job", ordering="job__request_id")
+    def job_link(self, delivery: WebhookDelivery) -> str:
+        url = reverse("admin:videojobs_videojob_change", args=[delivery.job_id])
+        return format_html('<a href="{}">{}</a>', url, delivery.job.request_id)
+
+    @admin.display(description="last error")
+    def last_error_excerpt(self, delivery: WebhookDelivery) -> str:
+        error = delivery.last_error
+        return error if len(error) <= 80 else error[:77] + "..."
+
+    @admin.display(description="attempts log")
+    def attempt_log(self, delivery: WebhookDelivery) -> str:
+        if not delivery.log:
+            return "-"
+        rows = ((entry.get("at", ""), entry.get("status_code") or "-", entry.get("error") or "",
+                 _seconds(entry.get("seconds", ""))) for entry in delivery.log)
+        return format_html(
+            '<table class="attempts"><thead><tr><th>at</th><th>HTTP status</th><th>error</th><th>seconds</th></tr>'
+            "</thead><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="payload")
+    def payload_json(self, delivery: WebhookDelivery) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(delivery.payload, indent=2, sort_keys=True))
+
+    @admin.action(description="Deliver again")
+    def deliver_again(self, request, queryset):
+        again = sum(1 for delivery in queryset if services.redeliver_webhook(delivery_id=delivery.pk))
+        skipped = queryset.count() - again
+        self.message_user(request, f"{again} delivery(ies) will be sent again now; {skipped} had already been "
+                                   "delivered.", messages.SUCCESS)

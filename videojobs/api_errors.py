@@ -62,10 +62,13 @@ def exception_handler(exc, context):
     if isinstance(exc, PayloadTooLarge):
         return Response(error_body("PAYLOAD_TOO_LARGE", str(exc.detail)), status=413)
     if isinstance(exc, exceptions.ParseError):
+        if "multipart" in (getattr(context.get("request"), "content_type", "") or ""):
+            return Response(error_body("BAD_REQUEST", f"the multipart body could not be read: {exc.detail}"), status=400)
         return Response(error_body("INVALID_JSON", f"the request body is not valid JSON: {exc.detail}"), status=400)
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return Response(
-            error_body("UNSUPPORTED_MEDIA_TYPE", "send the request body as JSON with Content-Type: application/json"),
+            error_body("UNSUPPORTED_MEDIA_TYPE", "send the request body as JSON (Content-Type: application/json)"
+                       + (" or as multipart/form-data with an image file" if _accepts_multipart(context) else "")),
             status=415,
         )
     if isinstance(exc, exceptions.MethodNotAllowed):
@@ -117,6 +120,8 @@ class BodySizeLimitMiddleware:
         from django.conf import settings
 
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if request.META.get("CONTENT_TYPE", "").lower().startswith("multipart/form-data"):
+            limit = settings.MAX_UPLOAD_REQUEST_BYTES  # one image upload (IMAGE_MAX_BYTES) and the fields
         if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and not request.META.get("CONTENT_LENGTH"):
             body = request.META["wsgi.input"].read(limit + 1)
             if len(body) > limit:
@@ -135,3 +140,8 @@ class BodySizeLimitMiddleware:
 
 def _too_large(message: str) -> JsonResponse:
     return JsonResponse(error_body("PAYLOAD_TOO_LARGE", message), status=413)
+
+
+def _accepts_multipart(context) -> bool:
+    view = context.get("view")
+    return any("multipart" in parser.media_type for parser in getattr(view, "parser_classes", ()))

@@ -86,3 +86,13 @@ class KeyRequiredWhenConfigured(BasePermission):
 def owner_of(request) -> str:
     user = request.user
     return user.id if isinstance(user, Owner) else ""
+
+
+def page_owner(request) -> str | None:
+    """The owner of the job page's visitor (a plain Django request): the same ``user:<id>`` as
+    the API gives a session, ``""`` for an anonymous visitor where keys are not required, and
+    None where they are: the visitor must log in first."""
+    user = request.user
+    if user.is_authenticated:
+        return f"user:{user.pk}"
+    return None if settings.API_KEYS_REQUIRED else ""

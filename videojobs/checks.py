@@ -92,3 +92,19 @@ def check_production_hosts(app_configs=None, **kwargs):
         return [Error("ALLOWED_HOSTS must list the host names this service answers to in production (not '*')",
                       hint="e.g. ALLOWED_HOSTS=video.example.com", id="videojobs.E006")]
     return []
+
+
+@register(deploy=True)
+def check_webhook_secret(app_configs=None, **kwargs):
+    """Webhooks are signed with WEBHOOK_SECRET: without one in production they are refused."""
+    if not settings.PRODUCTION:
+        return []
+    if not settings.WEBHOOK_SECRET:
+        return [Warning("WEBHOOK_SECRET is not set: submits with a webhook_url are refused (WEBHOOKS_DISABLED)",
+                        hint="set WEBHOOK_SECRET to a long random value to sign webhook deliveries",
+                        id="videojobs.W005")]
+    if settings.WEBHOOK_SECRET == settings.INSECURE_DEV_WEBHOOK_SECRET or len(settings.WEBHOOK_SECRET) < 32:
+        return [Error("WEBHOOK_SECRET is the development value or shorter than 32 characters",
+                      hint="generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+                      id="videojobs.E007")]
+    return []

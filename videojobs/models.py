@@ -43,7 +43,8 @@ class VideoJob(models.Model):
 
     prompt = models.TextField()
     negative_prompt = models.TextField(blank=True, default="")
-    image_url = models.URLField(max_length=2048)
+    # Where the input came from: a URL fetched by prepare_input, or "" for an uploaded file.
+    image_url = models.URLField(max_length=2048, blank=True, default="")
     # The validated generation parameters (image_size, num_frames, guidance_scale, ...),
     # as the submit serializer produced them, defaults filled in.
     params = models.JSONField(default=dict)
@@ -53,6 +54,10 @@ class VideoJob(models.Model):
     input_ready_at = models.DateTimeField(null=True, blank=True)
 
     owner = models.CharField(max_length=64, blank=True, default="")
+    # Where the job's events are POSTed (design: webhooks), and which: "started", "progress",
+    # "completed" (any ending).
+    webhook_url = models.URLField(max_length=2048, blank=True, default="")
+    webhook_events = models.JSONField(default=list, blank=True)
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)
     # sha256 of the submitted request: a retry under the same idempotency key must match it.
     request_hash = models.CharField(max_length=64, blank=True, default="")
@@ -138,3 +143,75 @@ class InferenceWorker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.state})"
+
+
+class JobEventKind(models.TextChoices):
+    SUBMITTED = "submitted", "submitted"
+    INPUT_READY = "input_ready", "input ready"
+    STARTED = "started", "started"
+    REQUEUED = "requeued", "requeued"
+    CANCEL_REQUESTED = "cancel_requested", "cancel requested"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+class JobEvent(models.Model):
+    """A job's history: one row per transition, written by the service that made it."""
+
+    job = models.ForeignKey(VideoJob, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=24, choices=JobEventKind.choices)
+    status = models.CharField(max_length=16, choices=JobStatus.choices)
+    attempt = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=128, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    detail = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["job", "created_at"], name="jobevent_job_created")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.status})"
+
+
+class WebhookEvent(models.TextChoices):
+    STARTED = "started", "started"
+    PROGRESS = "progress", "progress"
+    COMPLETED = "completed", "completed"
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending", "pending"
+    DELIVERED = "delivered", "delivered"
+    FAILED = "failed", "failed"  # gave up after WEBHOOK_MAX_ATTEMPTS
+
+
+class WebhookDelivery(models.Model):
+    """One webhook event for one job, and every attempt to deliver it."""
+
+    job = models.ForeignKey(VideoJob, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=16, choices=WebhookEvent.choices)
+    url = models.URLField(max_length=2048)
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=DeliveryState.choices, default=DeliveryState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    # Every attempt: [{"at": iso, "status_code": int | None, "error": str, "seconds": float}].
+    log = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=models.Q(state="pending"), name="webhook_due"),
+            models.Index(fields=["job", "created_at"], name="webhook_job_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.url} ({self.state})"

@@ -14,6 +14,7 @@ def sweep_definitions() -> dict[str, int]:
         "videojobs.tasks.requeue_stale_inputs": 5,
         "videojobs.tasks.enforce_output_quota": cleanup_minutes,
         "videojobs.tasks.purge_finished_jobs": 60,
+        "videojobs.tasks.deliver_due_webhooks": 1,
     }
 
 

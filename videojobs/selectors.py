@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Case, CharField, Count, F, FloatField, Func, IntegerField, QuerySet, Sum, Value, When
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Greatest, NullIf
+from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
 from videojobs.models import UNFINISHED_STATUSES, InferenceWorker, JobPhase, JobStatus, VideoJob, WorkerState
@@ -221,6 +226,185 @@ def status_counts() -> dict[str, int]:
     return counts
 
 
+# --- /metrics in the Prometheus format (videojobs.metrics) ---------------------------------
+# Postgres computes every number at scrape time, so each gunicorn worker reports the same ones.
+# Histograms and counts of finished jobs cover the kept history (JOB_HISTORY_DAYS).
+
+
+@dataclass(frozen=True)
+class BucketCounts:
+    """One histogram series: how many values are <= each bound (cumulative), how many, their sum."""
+
+    cumulative: tuple[int, ...]
+    count: int
+    sum: float
+
+
+def _seconds_between(start: str, end: str) -> Func:
+    return Func(F(end) - F(start), template="EXTRACT(EPOCH FROM %(expressions)s)::double precision",
+                output_field=FloatField())
+
+
+def _json_number(path: str) -> Cast:
+    return Cast(KT(path), FloatField())
+
+
+def bucket_counts(
+    queryset: QuerySet, *, values: dict[str, tuple[Any, Sequence[float]]], group_by: Sequence[str] = ()
+) -> list[tuple[dict[str, Any], dict[str, BucketCounts]]]:
+    """Histograms of ``queryset`` in one aggregate query, no row loaded into Python: for each group
+    of ``group_by`` and each named ``(expression, bounds)``, the rows whose value is <= each bound
+    (COUNT ... FILTER), how many have a value at all (NULL is left out), and their sum."""
+    aggregates: dict[str, Any] = {}
+    for name, (expression, bounds) in values.items():
+        for index, bound in enumerate(bounds):
+            aggregates[f"{name}_le{index}"] = Count("pk", filter=LessThanOrEqual(expression, bound))
+        aggregates[f"{name}_count"] = Count(expression)
+        aggregates[f"{name}_sum"] = Sum(expression)
+    if group_by:
+        rows = list(queryset.values(*group_by).annotate(**aggregates).order_by(*group_by))
+    else:
+        rows = [queryset.aggregate(**aggregates)]
+    return [
+        (
+            {key: row[key] for key in group_by},
+            {
+                name: BucketCounts(
+                    cumulative=tuple(row[f"{name}_le{index}"] for index in range(len(bounds))),
+                    count=row[f"{name}_count"],
+                    sum=float(row[f"{name}_sum"] or 0.0),
+                )
+                for name, (_, bounds) in values.items()
+            },
+        )
+        for row in rows
+    ]
+
+
+def _finished_jobs() -> QuerySet:
+    return VideoJob.objects.filter(finished_at__isnull=False).annotate(resolution=KT("params__image_size"))
+
+
+def job_time_histograms(*, bounds: Sequence[float]) -> list[tuple[dict[str, Any], dict[str, BucketCounts]]]:
+    """Finished jobs that ran, by resolution and status: ``queue_wait`` (submit to their last
+    start) and ``duration`` (last start to end), in seconds."""
+    return bucket_counts(
+        _finished_jobs().filter(started_at__isnull=False),
+        values={
+            "queue_wait": (_seconds_between("created_at", "started_at"), bounds),
+            "duration": (_seconds_between("started_at", "finished_at"), bounds),
+        },
+        group_by=("resolution", "status"),
+    )
+
+
+def job_size_histograms(
+    *, frame_bounds: Sequence[float], step_bounds: Sequence[float]
+) -> list[tuple[dict[str, Any], dict[str, BucketCounts]]]:
+    """Finished jobs by resolution: the ``frames`` and denoising ``steps`` they asked for."""
+    return bucket_counts(
+        _finished_jobs(),
+        values={
+            "frames": (_json_number("params__num_frames"), frame_bounds),
+            "steps": (_json_number("params__infer_steps"), step_bounds),
+        },
+        group_by=("resolution",),
+    )
+
+
+def step_seconds_histograms(*, bounds: Sequence[float]) -> list[tuple[dict[str, Any], dict[str, BucketCounts]]]:
+    """Succeeded jobs by resolution: seconds per denoising step (the daemon's timings["denoising"]
+    over params["infer_steps"]; a stopped or failed job has no complete denoising time)."""
+    per_step = _json_number("timings__denoising") / NullIf(_json_number("params__infer_steps"), Value(0.0))
+    return bucket_counts(
+        _finished_jobs().filter(status=JobStatus.SUCCEED, timings__has_key="denoising"),
+        values={"step": (per_step, bounds)},
+        group_by=("resolution",),
+    )
+
+
+# The phases the daemon times (inference.generate: encoding, denoising, decoding; daemon: saving).
+TIMED_PHASES: tuple[str, ...] = (JobPhase.ENCODING, JobPhase.DENOISING, JobPhase.DECODING, JobPhase.SAVING)
+
+
+def phase_histograms(*, bounds: Sequence[float]) -> dict[str, BucketCounts]:
+    """Finished jobs: seconds of each timed phase, from their ``timings``."""
+    [(_, series)] = bucket_counts(
+        VideoJob.objects.filter(finished_at__isnull=False),
+        values={phase: (_json_number(f"timings__{phase}"), bounds) for phase in TIMED_PHASES},
+    )
+    return series
+
+
+def queue_depth_by_phase() -> dict[str, int]:
+    """Queued jobs still fetching their input (preparing) or ready for a worker (waiting)."""
+    depth = {JobPhase.PREPARING.value: 0, JobPhase.WAITING.value: 0}
+    for row in VideoJob.objects.filter(status=JobStatus.IN_QUEUE).values("phase").annotate(n=Count("id")).order_by():
+        depth[row["phase"]] = row["n"]
+    return depth
+
+
+def input_failure_counts() -> dict[str, int]:
+    """Jobs whose input image could not be fetched or decoded, by error code: services.fail_input
+    fails them while they are still preparing, and no other failure happens in that phase."""
+    failed = VideoJob.objects.filter(status=JobStatus.FAILED, phase=JobPhase.PREPARING)
+    return {row["error_code"]: row["n"] for row in failed.values("error_code").annotate(n=Count("id")).order_by()}
+
+
+def _shown_worker_state(now) -> Case:
+    """A worker's state, "stale" for a live one whose heartbeat is older than WORKER_STALE_SECONDS."""
+    fresh = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    live = [WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY]
+    return Case(When(state__in=live, heartbeat_at__lt=fresh, then=Value("stale")), default=F("state"),
+                output_field=CharField())
+
+
+def worker_state_counts(*, now=None) -> dict[str, int]:
+    counts = {state: 0 for state in (*WorkerState.values, "stale")}
+    shown = InferenceWorker.objects.annotate(shown=_shown_worker_state(now or timezone.now()))
+    for row in shown.values("shown").annotate(n=Count("id")).order_by():
+        counts[row["shown"]] = row["n"]
+    return counts
+
+
+def worker_metric_rows(*, now=None, private: bool) -> list[dict[str, Any]]:
+    """Every worker but the stopped ones. Anonymous callers get "#1", "#2", … for names, numbered
+    as in worker_summary (a default name is host:pid)."""
+    now = now or timezone.now()
+    rows = (
+        InferenceWorker.objects.exclude(state=WorkerState.STOPPED)
+        .annotate(shown=_shown_worker_state(now))
+        .order_by("pk")
+        .values("name", "device", "world_size", "shown", "jobs_done", "heartbeat_at")
+    )
+    return [
+        {
+            "name": row["name"] if private else f"#{index}",
+            "device": row["device"],
+            "world_size": row["world_size"],
+            "state": row["shown"],
+            "jobs_done": row["jobs_done"],
+            "heartbeat_age_seconds": round((now - row["heartbeat_at"]).total_seconds(), 1),
+        }
+        for index, row in enumerate(rows, start=1)
+    ]
+
+
+def webhook_delivery_stats() -> tuple[dict[tuple[str, str], int], int]:
+    """Webhook deliveries by (event, state), and the attempts that did not succeed: every attempt
+    of a pending or failed (given up) delivery, all but the last of a delivered one."""
+    from videojobs.models import DeliveryState, WebhookDelivery
+
+    unsuccessful = Case(
+        When(state=DeliveryState.DELIVERED, then=Greatest(F("attempts") - Value(1), Value(0))),
+        default=F("attempts"),
+        output_field=IntegerField(),
+    )
+    rows = WebhookDelivery.objects.values("event", "state").annotate(n=Count("id"), failed=Sum(unsuccessful)).order_by()
+    deliveries = {(row["event"], row["state"]): row["n"] for row in rows}
+    return deliveries, sum(int(row["failed"] or 0) for row in rows)
+
+
 def _epoch(value) -> float | None:
     return round(value.timestamp(), 3) if value else None
 
@@ -275,3 +459,55 @@ def status_document(*, job: VideoJob) -> dict[str, Any]:
 
 def is_cancel_requested(*, job_id: int) -> bool:
     return VideoJob.objects.filter(pk=job_id, cancel_requested_at__isnull=False).exists()
+
+
+def webhook_document(*, job: VideoJob) -> dict[str, Any]:
+    """A webhook's body: the status document, its video_url absolute when PUBLIC_BASE_URL is set."""
+    document = status_document(job=job)
+    results = document.get("results") or {}
+    if settings.PUBLIC_BASE_URL and results.get("video_url", "").startswith("/"):
+        results["video_url"] = settings.PUBLIC_BASE_URL + results["video_url"]
+    return document
+
+
+def list_jobs(*, owner: str, status: str | None = None):
+    """The caller's jobs, newest first (the API's /video/jobs, the job page's list)."""
+    jobs = VideoJob.objects.filter(owner=owner)
+    if status:
+        jobs = jobs.filter(status=status)
+    return jobs.order_by("-created_at", "-id")
+
+
+def job_summary(*, job: VideoJob) -> dict[str, Any]:
+    """One row of /video/jobs: enough to list and pick a job, without its queue place."""
+    finished_video = job.status == JobStatus.SUCCEED and not (job.result or {}).get("expired")
+    return {
+        "requestId": job.request_id,
+        "status": job.status,
+        "phase": job.phase,
+        "progress": job_progress(job=job),
+        "step": job.progress_step,
+        "total_steps": job.progress_total,
+        "prompt": job.prompt,
+        "image_size": job.params.get("image_size"),
+        "num_frames": job.params.get("num_frames"),
+        "error_code": job.error_code or None,
+        "reason": job.reason or None,
+        "video_url": video_url_for(request_id=job.request_id) if finished_video else None,
+        "created_at": _epoch(job.created_at),
+        "finished_at": _epoch(job.finished_at),
+    }
+
+
+def worker_mean_seconds() -> dict[str, float]:
+    """Each worker's mean seconds per succeeded job (its last start to its end), in one query."""
+    from django.db.models import Avg
+
+    rows = (
+        VideoJob.objects.filter(status=JobStatus.SUCCEED, started_at__isnull=False, finished_at__isnull=False)
+        .exclude(worker="")
+        .values("worker")
+        .annotate(mean=Avg(_seconds_between("started_at", "finished_at")))
+        .order_by()
+    )
+    return {row["worker"]: float(row["mean"]) for row in rows}

@@ -10,6 +10,7 @@ from videojobs import params as P
 
 
 IDEMPOTENCY_KEY_MAX_CHARS = 128
+WEBHOOK_EVENTS = ["completed", "started", "progress"]
 
 
 def allowed_image_sizes() -> list[str]:
@@ -55,7 +56,10 @@ class StrictBooleanField(serializers.BooleanField):
 class SubmitSerializer(serializers.Serializer):
     # Basic parameters (original contract).
     prompt = serializers.CharField(min_length=P.PROMPT_MIN_CHARS, max_length=P.PROMPT_MAX_CHARS)
-    image_url = serializers.URLField(max_length=2048)
+    # The input: a URL the server fetches, or (multipart/form-data) the image file itself.
+    image_url = serializers.URLField(max_length=2048, required=False)
+    image = serializers.FileField(required=False, allow_empty_file=False,
+                                  help_text="multipart/form-data only: a JPEG, PNG, WebP, GIF or BMP file")
     image_size = serializers.CharField(default=P.IMAGE_SIZE_DEFAULT, max_length=16)
     num_frames = StrictIntegerField(default=P.NUM_FRAMES_DEFAULT)
     guidance_scale = StrictFloatField(default=P.GUIDANCE_DEFAULT, min_value=P.GUIDANCE_MIN, max_value=P.GUIDANCE_MAX)
@@ -84,9 +88,20 @@ class SubmitSerializer(serializers.Serializer):
     )
     sample_solver = serializers.ChoiceField(choices=P.SAMPLE_SOLVERS, default=P.SOLVER_DEFAULT)
     sample_shift = StrictFloatField(default=P.SHIFT_DEFAULT, min_value=P.SHIFT_MIN, max_value=P.SHIFT_MAX)
+    # Webhooks: the job's status document POSTed to webhook_url, signed (X-Signature).
+    webhook_url = serializers.URLField(max_length=2048, required=False, allow_blank=True)
+    webhook_events = serializers.ListField(
+        child=serializers.ChoiceField(choices=WEBHOOK_EVENTS), required=False, allow_empty=False, max_length=3,
+        help_text='which events to send: "completed" (the default: the job ended, whichever way), "started", "progress"',
+    )
 
     def validate_image_url(self, value: str) -> str:
         if urlsplit(value).scheme.lower() not in ("http", "https"):
+            raise serializers.ValidationError("must be an http or https URL")
+        return value
+
+    def validate_webhook_url(self, value: str) -> str:
+        if value and urlsplit(value).scheme.lower() not in ("http", "https"):
             raise serializers.ValidationError("must be an http or https URL")
         return value
 
@@ -109,6 +124,16 @@ class SubmitSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs: dict) -> dict:
+        if "image" in attrs and attrs.get("image_url"):
+            raise serializers.ValidationError({"image_url": "give an image file or an image_url, not both"})
+        if "image" not in attrs and not attrs.get("image_url"):
+            # A form (the page, a multipart client) misses its file; a JSON body its URL.
+            if self.context.get("multipart"):
+                raise serializers.ValidationError({"image": "upload an image file, or give an image_url"})
+            raise serializers.ValidationError({"image_url": "This field is required (or send the image file itself "
+                                                            "as multipart/form-data)."})
+        if attrs.get("webhook_events") and not attrs.get("webhook_url"):
+            raise serializers.ValidationError({"webhook_url": "webhook_events needs a webhook_url"})
         # use_attentioncache (the original's switch) means cache_method "attention".
         method = attrs.get("cache_method")
         if attrs["use_attentioncache"] and method not in (None, "attention"):
@@ -121,6 +146,49 @@ class SubmitSerializer(serializers.Serializer):
                 {"start_step": f"must be less than end_step ({attrs['end_step']}), got {attrs['start_step']}"}
             )
         return attrs
+
+
+def form_data(post, files) -> dict:
+    """A multipart form as the JSON body it stands for: typed fields from their text, the image
+    file beside them. Text that is not a number or a boolean is left for the field to refuse."""
+    fields = SubmitSerializer().fields
+    data: dict = {}
+    for name in post:
+        if name == "webhook_events":
+            values = [v.strip() for item in post.getlist(name) for v in item.split(",") if v.strip()]
+            data[name] = values
+            continue
+        value = post.get(name)
+        field = fields.get(name)
+        if value == "" and name not in ("prompt", "negative_prompt", "image_url"):
+            continue  # an empty optional input means its default
+        data[name] = _typed(field, value)
+    if "image" in files:
+        data["image"] = files["image"]
+    if data.get("image_url") == "":
+        data.pop("image_url")
+    return data
+
+
+def _typed(field, value: str):
+    try:
+        if isinstance(field, StrictBooleanField):
+            return {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(
+                value.strip().lower(), value)
+        if isinstance(field, StrictIntegerField):
+            return int(value)
+        if isinstance(field, StrictFloatField):
+            return float(value)
+    except ValueError:
+        return value
+    return value
+
+
+class JobListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["InQueue", "InProgress", "Succeed", "Failed", "Cancelled"],
+                                     required=False)
+    page = serializers.IntegerField(default=1, min_value=1)
+    page_size = serializers.IntegerField(default=20, min_value=1, max_value=100)
 
 
 class RequestIdSerializer(serializers.Serializer):
@@ -163,3 +231,28 @@ class StatusResponseSerializer(serializers.Serializer):
     updated_at = serializers.FloatField()
     started_at = serializers.FloatField(allow_null=True)
     finished_at = serializers.FloatField(allow_null=True)
+
+
+class JobSummarySerializer(serializers.Serializer):
+    requestId = serializers.CharField()
+    status = serializers.CharField()
+    phase = serializers.CharField()
+    progress = serializers.FloatField()
+    step = serializers.IntegerField()
+    total_steps = serializers.IntegerField()
+    prompt = serializers.CharField()
+    image_size = serializers.CharField(allow_null=True)
+    num_frames = serializers.IntegerField(allow_null=True)
+    error_code = serializers.CharField(allow_null=True)
+    reason = serializers.CharField(allow_null=True)
+    video_url = serializers.CharField(allow_null=True)
+    created_at = serializers.FloatField()
+    finished_at = serializers.FloatField(allow_null=True)
+
+
+class JobListSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    page = serializers.IntegerField()
+    page_size = serializers.IntegerField()
+    next_page = serializers.IntegerField(allow_null=True)
+    results = JobSummarySerializer(many=True)

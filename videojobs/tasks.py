@@ -35,3 +35,11 @@ def enforce_output_quota() -> int:
 
 def purge_finished_jobs() -> int:
     return services.purge_finished_jobs(older_than_days=settings.JOB_HISTORY_DAYS)
+
+
+def deliver_webhook(delivery_id: int) -> str:
+    return services.deliver_webhook(delivery_id=delivery_id) or "not due"
+
+
+def deliver_due_webhooks() -> int:
+    return services.deliver_due_webhooks()

@@ -8,25 +8,33 @@ from django.conf import settings
 from django.db import connection
 from django.http import FileResponse, HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers as drf_serializers
 from rest_framework import status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from videojobs import selectors, services
+from videojobs import metrics, selectors, services
 from videojobs.api_errors import error_body
 from videojobs.auth import owner_of
+from videojobs.image_input import ImageInputError
 from videojobs.models import VideoJob
+from videojobs.parsers import GuardedJSONParser
 from videojobs.serializers import (
     CancelResponseSerializer,
     ErrorSerializer,
+    JobListQuerySerializer,
+    JobListSerializer,
     RequestIdSerializer,
     StatusResponseSerializer,
     SubmitResponseSerializer,
     SubmitSerializer,
+    form_data,
     validate_idempotency_key,
 )
+from videojobs.webhooks import WebhookURLError
 
 STARTED_AT = time.time()
 _NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="unknown requestId")}
@@ -37,34 +45,32 @@ def _not_found(request_id: str) -> Response:
 
 
 class SubmitView(APIView):
+    parser_classes = [GuardedJSONParser, MultiPartParser]
+
     @extend_schema(
-        request=SubmitSerializer,
+        request={"application/json": SubmitSerializer, "multipart/form-data": SubmitSerializer},
         responses={
             202: SubmitResponseSerializer,
             400: ErrorSerializer,
             429: OpenApiResponse(ErrorSerializer, description="MAX_CONCURRENT_TASKS jobs are unfinished"),
         },
         summary="Submit an image-to-video job",
+        description="JSON with an image_url the server fetches, or multipart/form-data with the image file in "
+        "`image` and the other fields as form fields (the same size, format and pixel limits apply to both).",
     )
     def post(self, request: Request) -> Response:
         idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
-        serializer = SubmitSerializer(data=request.data)
+        multipart = "multipart" in (request.content_type or "")
+        serializer = SubmitSerializer(data=form_data(request.data, request.FILES) if multipart else request.data,
+                                      context={"multipart": multipart})
         serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
-        prompt = data.pop("prompt")
-        image_url = data.pop("image_url")
-        negative_prompt = data.pop("negative_prompt") or ""
         try:
-            job, _ = services.submit_job(
-                prompt=prompt,
-                image_url=image_url,
-                negative_prompt=negative_prompt,
-                params=data,
-                owner=owner_of(request),
-                idempotency_key=idempotency_key,
-            )
+            job = submit_validated(data=dict(serializer.validated_data), owner=owner_of(request),
+                                   idempotency_key=idempotency_key)
         except services.IdempotencyConflict as conflict:
             return Response(error_body("IDEMPOTENCY_CONFLICT", str(conflict)), status=status.HTTP_409_CONFLICT)
+        except services.WebhooksDisabled as disabled:
+            return Response(error_body("WEBHOOKS_DISABLED", str(disabled)), status=status.HTTP_400_BAD_REQUEST)
         except services.OwnerLimit as limit:
             response = Response(error_body("OWNER_LIMIT", str(limit)), status=status.HTTP_429_TOO_MANY_REQUESTS)
             response["Retry-After"] = str(limit.retry_after)
@@ -83,17 +89,67 @@ class SubmitView(APIView):
         return Response({"requestId": job.request_id}, status=status.HTTP_202_ACCEPTED)
 
 
+def submit_validated(*, data: dict, owner: str, idempotency_key: str | None) -> VideoJob:
+    """SubmitSerializer's output into services.submit_job (the API and the job page both call it).
+
+    An unusable upload or webhook_url raises a ValidationError on its field; the service's
+    admission errors pass through."""
+    upload = data.pop("image", None)
+    fields = {name: data.pop(name, None) for name in ("prompt", "image_url", "negative_prompt", "webhook_url",
+                                                      "webhook_events")}
+    try:
+        job, _ = services.submit_job(
+            prompt=fields["prompt"], image_url=fields["image_url"] or "",
+            image_bytes=upload.read() if upload is not None else None,
+            negative_prompt=fields["negative_prompt"] or "", params=data, owner=owner,
+            idempotency_key=idempotency_key, webhook_url=fields["webhook_url"] or "",
+            webhook_events=fields["webhook_events"],
+        )
+    except ImageInputError as bad:
+        raise drf_serializers.ValidationError({"image": [bad.reason]}) from None
+    except WebhookURLError as bad:
+        raise drf_serializers.ValidationError({"webhook_url": [str(bad)]}) from None
+    return job
+
+
 class StatusView(APIView):
     @extend_schema(request=RequestIdSerializer, responses={200: StatusResponseSerializer, **_NOT_FOUND}, summary="Job status")
     def post(self, request: Request) -> Response:
         serializer = RequestIdSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        request_id = serializer.validated_data["requestId"]
-        try:
-            job = selectors.get_job_for_status(request_id=request_id, owner=owner_of(request))
-        except VideoJob.DoesNotExist:
-            return _not_found(request_id)
-        return Response(selectors.status_document(job=job))
+        return _status_response(request, serializer.validated_data["requestId"])
+
+
+def _status_response(request: Request, request_id: str) -> Response:
+    try:
+        job = selectors.get_job_for_status(request_id=request_id, owner=owner_of(request))
+    except VideoJob.DoesNotExist:
+        return _not_found(request_id)
+    return Response(selectors.status_document(job=job))
+
+
+class JobView(APIView):
+    @extend_schema(responses={200: StatusResponseSerializer, **_NOT_FOUND}, summary="Job status (GET)",
+                   description="The status document of POST /video/status, by URL.")
+    def get(self, request: Request, request_id: str) -> Response:
+        return _status_response(request, request_id)
+
+
+class JobListView(APIView):
+    @extend_schema(parameters=[JobListQuerySerializer], responses={200: JobListSerializer},
+                   summary="The caller's jobs, newest first, paged and filtered by status")
+    def get(self, request: Request) -> Response:
+        query = JobListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page, size = query.validated_data["page"], query.validated_data["page_size"]
+        jobs = selectors.list_jobs(owner=owner_of(request), status=query.validated_data.get("status"))
+        count = jobs.count()
+        rows = jobs[(page - 1) * size: page * size]
+        return Response({
+            "count": count, "page": page, "page_size": size,
+            "next_page": page + 1 if page * size < count else None,
+            "results": [selectors.job_summary(job=job) for job in rows],
+        })
 
 
 class CancelView(APIView):
@@ -186,11 +242,22 @@ class HealthView(APIView):
 
 class MetricsView(APIView):
     permission_classes = [AllowAny]  # scrapers carry no key; private fields need an operator session
+
+    def perform_content_negotiation(self, request: Request, force: bool = False):
+        # A scraper's "Accept: text/plain" matches no DRF renderer (406): get() serves it itself.
+        return super().perform_content_negotiation(request, force=True)
+
     @extend_schema(
         responses={200: dict},
-        summary="Metrics as JSON (original shape), or Prometheus text with ?format=prometheus",
+        summary="Metrics as JSON (original shape), or Prometheus text with ?format=prometheus or Accept: text/plain",
     )
     def get(self, request: Request) -> Response | HttpResponse:
+        wants_text = request.query_params.get("format") == "prometheus" or "text/plain" in request.headers.get(
+            "Accept", ""
+        )
+        if wants_text:
+            text = metrics.render(private=is_operator(request), started_at=STARTED_AT)
+            return HttpResponse(text, content_type=metrics.CONTENT_TYPE)
         now = time.time()
         block = _service_block(private=is_operator(request))
         body = {
@@ -206,47 +273,7 @@ class MetricsView(APIView):
             "system": {"rank": 0, "world_size": block["service"]["pipeline_world_size"], "uptime": round(now - STARTED_AT, 1)},
             "acceleration": selectors.acceleration_stats(),
         }
-        wants_text = request.query_params.get("format") == "prometheus" or "text/plain" in request.headers.get(
-            "Accept", ""
-        )
-        if wants_text:
-            return HttpResponse(_prometheus(body), content_type="text/plain; version=0.0.4")
         return Response(body)
-
-
-def _prometheus(body: dict) -> str:
-    lines = [
-        "# HELP videogen_jobs Jobs by status.",
-        "# TYPE videogen_jobs gauge",
-        *(f'videogen_jobs{{status="{s}"}} {n}' for s, n in body["jobs"].items()),
-        "# HELP videogen_queue_slots_available Submissions still admitted before 429.",
-        "# TYPE videogen_queue_slots_available gauge",
-        f"videogen_queue_slots_available {body['resources']['available_slots']}",
-        "# HELP videogen_workers_ready Inference daemons idle or busy with a fresh heartbeat.",
-        "# TYPE videogen_workers_ready gauge",
-        f"videogen_workers_ready {body['workers']['ready']}",
-        "# HELP videogen_jobs_by_cache_method Succeeded jobs by the step cache they ran with.",
-        "# TYPE videogen_jobs_by_cache_method counter",
-        *(f'videogen_jobs_by_cache_method{{method="{m}"}} {n}' for m, n in body["acceleration"]["jobs_by_cache_method"].items()),
-        "# HELP videogen_jobs_by_attention_backend Succeeded jobs by the DiT's attention backend.",
-        "# TYPE videogen_jobs_by_attention_backend counter",
-        *(f'videogen_jobs_by_attention_backend{{backend="{b}"}} {n}'
-          for b, n in body["acceleration"]["jobs_by_attention_backend"].items()),
-        "# HELP videogen_attention_outputs_reused Block self-attention outputs the attention cache reused.",
-        "# TYPE videogen_attention_outputs_reused counter",
-        *(f'videogen_attention_outputs_reused{{pass="{p}"}} {n}'
-          for p, n in body["acceleration"]["attention_outputs_reused"].items()),
-        "# HELP videogen_blocks_skipped Transformer block computations the adaptive cache skipped.",
-        "# TYPE videogen_blocks_skipped counter",
-        *(f'videogen_blocks_skipped{{pass="{p}"}} {n}' for p, n in body["acceleration"]["blocks_skipped"].items()),
-        "# HELP videogen_prompt_cache_hits Prompt embeddings served without the text encoder.",
-        "# TYPE videogen_prompt_cache_hits counter",
-        f"videogen_prompt_cache_hits {body['acceleration']['prompt_cache_hits']}",
-        "# HELP videogen_uptime_seconds Web process uptime.",
-        "# TYPE videogen_uptime_seconds counter",
-        f"videogen_uptime_seconds {body['system']['uptime']}",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 class VideoFileView(APIView):

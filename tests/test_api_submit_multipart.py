@@ -1,0 +1,149 @@
+"""POST /video/submit with multipart/form-data: the image file itself, under the limits of a fetched one."""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from PIL import Image
+
+from tests.conftest import png_bytes
+from videojobs.models import JobPhase, JobStatus, VideoJob
+
+pytestmark = pytest.mark.django_db
+
+FORM = {"prompt": "A red kite over a green hill at dawn", "image_size": "64*64", "num_frames": "25",
+        "infer_steps": "20", "guidance_scale": "4.5", "seed": "7"}
+
+
+def upload(api, data: bytes, name: str = "input.png", **fields):
+    form = {**FORM, **fields}
+    if data is not None:
+        form["image"] = io.BytesIO(data)
+        form["image"].name = name
+    return api.post("/video/submit", form, format="multipart")
+
+
+def image_bytes(fmt: str, size=(40, 30), mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, (10, 120, 200) if mode == "RGB" else 128).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_uploaded_image_makes_a_job_ready_to_claim_at_once(api):
+    response = upload(api, png_bytes(40, 30))
+    assert response.status_code == 202, response.content
+    job = VideoJob.objects.get(request_id=response.json()["requestId"])
+    assert (job.status, job.phase) == (JobStatus.IN_QUEUE, JobPhase.WAITING)
+    assert job.input_ready_at is not None and job.image_url == ""
+    stored = Path(settings.MEDIA_ROOT) / job.input_image
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == job.input_sha256
+    assert Image.open(stored).size == (40, 30)
+    # Form text became the typed parameters a JSON body would have given.
+    assert (job.params["num_frames"], job.params["infer_steps"], job.params["seed"]) == (25, 20, 7)
+    assert job.params["guidance_scale"] == 4.5
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "GIF", "BMP"])
+def test_accepted_formats_are_reencoded_as_png(api, fmt):
+    response = upload(api, image_bytes(fmt), name=f"input.{fmt.lower()}")
+    assert response.status_code == 202, response.content
+    job = VideoJob.objects.get(request_id=response.json()["requestId"])
+    assert (Path(settings.MEDIA_ROOT) / job.input_image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b"%PDF-1.4 not a picture", "not a JPEG, PNG"),
+    (image_bytes("TIFF"), "not a JPEG, PNG"),
+    (png_bytes(40, 30)[:60], "not a JPEG, PNG"),
+])
+def test_unusable_file_is_a_400_on_the_image_field(api, data, words):
+    response = upload(api, data)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "VALIDATION_ERROR"
+    assert words in body["fields"]["image"][0]
+    assert not VideoJob.objects.exists()
+
+
+def test_file_over_the_byte_cap_is_refused(api, settings):
+    settings.IMAGE_MAX_BYTES = 2048
+    response = upload(api, image_bytes("BMP", size=(64, 64)))
+    assert response.status_code == 400
+    assert "the limit is 2048" in response.json()["fields"]["image"][0]
+
+
+def test_picture_over_the_pixel_limit_is_refused(api, settings):
+    settings.IMAGE_MAX_PIXELS = 64 * 64
+    response = upload(api, png_bytes(100, 100))
+    assert response.status_code == 400
+    assert "100x100 pixels" in response.json()["fields"]["image"][0]
+
+
+def test_body_over_the_upload_cap_is_a_413(api, settings):
+    settings.MAX_UPLOAD_REQUEST_BYTES = 4096
+    response = upload(api, image_bytes("BMP", size=(80, 80)))
+    assert response.status_code == 413
+
+
+def test_json_body_keeps_its_small_cap(api, settings):
+    # The larger cap is for multipart only: a JSON submit carries no file.
+    response = api.post("/video/submit", data='{"prompt": "' + "x" * 70_000 + '"}', content_type="application/json")
+    assert response.status_code == 413
+
+
+def test_missing_file_is_named_under_image(api):
+    response = upload(api, None)
+    assert response.status_code == 400
+    assert "image" in response.json()["fields"]
+
+
+def test_file_and_url_together_are_refused(api):
+    response = upload(api, png_bytes(), image_url="https://example.com/a.png")
+    assert response.status_code == 400
+    assert "not both" in response.json()["fields"]["image_url"][0]
+
+
+@pytest.mark.parametrize(("field", "value"), [("num_frames", "abc"), ("num_frames", "6"), ("guidance_scale", "x"),
+                                              ("use_attentioncache", "maybe")])
+def test_form_text_that_is_not_its_type_is_refused_on_its_field(api, field, value):
+    response = upload(api, png_bytes(), **{field: value})
+    assert response.status_code == 400
+    assert field in response.json()["fields"]
+
+
+def test_same_upload_with_same_idempotency_key_returns_the_same_job(api):
+    first = api.post("/video/submit", {**FORM, "image": _named(png_bytes())}, format="multipart",
+                     HTTP_IDEMPOTENCY_KEY="k-1")
+    again = api.post("/video/submit", {**FORM, "image": _named(png_bytes())}, format="multipart",
+                     HTTP_IDEMPOTENCY_KEY="k-1")
+    other = api.post("/video/submit", {**FORM, "image": _named(png_bytes(color=(0, 0, 0)))}, format="multipart",
+                     HTTP_IDEMPOTENCY_KEY="k-1")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert first.json() == again.json()
+    assert other.status_code == 409
+
+
+def _named(data: bytes):
+    file = io.BytesIO(data)
+    file.name = "input.png"
+    return file
+
+
+def test_webhook_events_may_be_repeated_or_comma_separated(api, settings):
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    response = upload(api, png_bytes(), webhook_url="http://127.0.0.1:9/h", webhook_events="started,completed")
+    assert response.status_code == 202, response.content
+    job = VideoJob.objects.get(request_id=response.json()["requestId"])
+    assert job.webhook_events == ["started", "completed"]
+
+
+def test_openapi_schema_documents_json_and_multipart(client):
+    schema = client.get("/docs/schema", HTTP_ACCEPT="application/json").json()
+    content = schema["paths"]["/video/submit"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(content)
+    multipart = content["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert schema["components"]["schemas"][multipart]["properties"]["image"]["format"] == "binary"
+    assert "/video/{request_id}" in schema["paths"] and "/video/jobs" in schema["paths"]

@@ -1,0 +1,160 @@
+"""/metrics in the Prometheus text format, rendered by prometheus_client.
+
+A custom collector reads Postgres at scrape time (videojobs.selectors), so every gunicorn worker
+answers with the same numbers and nothing lives in a process's memory. It is registered in a
+registry of its own per scrape, not the global default one: that one would add this process's
+own gc and process metrics, and the operator's and the anonymous view differ in worker names.
+
+Histograms and ``_total`` counters cover the kept history (finished jobs younger than
+JOB_HISTORY_DAYS): the history sweep lowers them, which Prometheus reads as a counter reset.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from django.conf import settings
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from videojobs import selectors
+from videojobs.models import JobStatus
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+SECONDS_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+STEP_SECONDS_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+# num_frames is 25..117 (4k+1), infer_steps 20..100: the low bounds serve smaller deployments.
+FRAME_BUCKETS: tuple[float, ...] = (5, 17, 33, 49, 65, 81, 97, 117)
+INFER_STEP_BUCKETS: tuple[float, ...] = (4, 10, 20, 30, 40, 50, 75, 100)
+
+
+def _label(value: object) -> str:
+    return "unknown" if value is None or value == "" else str(value)
+
+
+def _gauge(name: str, documentation: str, values: dict, label: str | None = None) -> GaugeMetricFamily:
+    if label is None:
+        return GaugeMetricFamily(name, documentation, value=values)
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for key, value in values.items():
+        family.add_metric([_label(key)], value)
+    return family
+
+
+def _histogram(name: str, documentation: str, labels: Sequence[str]) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, documentation, labels=list(labels))
+
+
+def _add_series(family: HistogramMetricFamily, labels: Sequence[object], bounds: Sequence[float],
+                counts: selectors.BucketCounts) -> None:
+    buckets = [(floatToGoString(bound), n) for bound, n in zip(bounds, counts.cumulative)]
+    family.add_metric([_label(value) for value in labels], [*buckets, ("+Inf", counts.count)], counts.sum)
+
+
+class VideogenCollector(Collector):
+    """Every videogen_* metric, from Postgres at the moment of the scrape."""
+
+    def __init__(self, *, private: bool, started_at: float) -> None:
+        self.private = private  # an operator's scrape: real worker names
+        self.started_at = started_at
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._jobs()
+        yield from self._workers()
+        yield from self._acceleration()
+        yield from self._job_histograms()
+        yield from self._failures()
+        yield _gauge("videogen_uptime_seconds", "Seconds since this web process started.", time.time() - self.started_at)
+
+    def _jobs(self) -> Iterable[Metric]:
+        counts = selectors.status_counts()
+        unfinished = counts[JobStatus.IN_QUEUE] + counts[JobStatus.IN_PROGRESS]
+        by_phase = selectors.queue_depth_by_phase()
+        yield _gauge("videogen_jobs", "Jobs by status (finished ones while kept, JOB_HISTORY_DAYS).", counts, "status")
+        yield _gauge("videogen_queue_depth", "Jobs in the queue (InQueue).", counts[JobStatus.IN_QUEUE])
+        yield _gauge("videogen_queue_depth_by_phase",
+                     "Queued jobs fetching their input (preparing) or ready for a worker (waiting).", by_phase, "phase")
+        yield _gauge("videogen_queue_capacity", "MAX_CONCURRENT_TASKS: unfinished jobs admitted before 429.",
+                     settings.MAX_CONCURRENT_TASKS)
+        yield _gauge("videogen_queue_slots_available", "Submissions still admitted before 429.",
+                     max(settings.MAX_CONCURRENT_TASKS - unfinished, 0))
+
+    def _workers(self) -> Iterable[Metric]:
+        states = selectors.worker_state_counts()
+        rows = selectors.worker_metric_rows(private=self.private)
+        yield _gauge("videogen_workers_ready", "Inference daemons idle or busy with a fresh heartbeat.",
+                     states["idle"] + states["busy"])
+        yield _gauge("videogen_workers", "Inference daemons by state (stale: silent for WORKER_STALE_SECONDS).",
+                     states, "state")
+        info = GaugeMetricFamily("videogen_worker_info", "One per inference daemon that is not stopped.",
+                                 labels=["name", "device", "world_size", "state"])
+        done = CounterMetricFamily("videogen_worker_jobs_done_total", "Jobs the daemon ended since it started.",
+                                   labels=["name"])
+        age = GaugeMetricFamily("videogen_worker_heartbeat_age_seconds", "Seconds since the daemon's last heartbeat.",
+                                labels=["name"])
+        for row in rows:
+            info.add_metric([row["name"], _label(row["device"]), str(row["world_size"]), row["state"]], 1)
+            done.add_metric([row["name"]], row["jobs_done"])
+            age.add_metric([row["name"]], row["heartbeat_age_seconds"])
+        yield from (info, done, age)
+
+    def _acceleration(self) -> Iterable[Metric]:
+        stats = selectors.acceleration_stats()
+        yield _gauge("videogen_jobs_by_cache_method", "Succeeded jobs by the step cache they ran with.",
+                     stats["jobs_by_cache_method"], "method")
+        yield _gauge("videogen_jobs_by_attention_backend", "Succeeded jobs by the DiT's attention backend.",
+                     stats["jobs_by_attention_backend"], "backend")
+        yield _gauge("videogen_attention_outputs_reused", "Block self-attention outputs the attention cache reused.",
+                     stats["attention_outputs_reused"], "pass")
+        yield _gauge("videogen_blocks_skipped", "Transformer block computations the adaptive cache skipped.",
+                     stats["blocks_skipped"], "pass")
+        yield _gauge("videogen_prompt_cache_hits", "Prompt embeddings served without the text encoder.",
+                     stats["prompt_cache_hits"])
+
+    def _job_histograms(self) -> Iterable[Metric]:
+        wait = _histogram("videogen_job_queue_wait_seconds", "Finished jobs that ran: submit to last start.",
+                          ["resolution", "status"])
+        duration = _histogram("videogen_job_duration_seconds", "Finished jobs that ran: last start to end.",
+                              ["resolution", "status"])
+        for (labels, series) in selectors.job_time_histograms(bounds=SECONDS_BUCKETS):
+            _add_series(wait, [labels["resolution"], labels["status"]], SECONDS_BUCKETS, series["queue_wait"])
+            _add_series(duration, [labels["resolution"], labels["status"]], SECONDS_BUCKETS, series["duration"])
+        frames = _histogram("videogen_job_frames", "Finished jobs: num_frames asked for.", ["resolution"])
+        steps = _histogram("videogen_job_infer_steps", "Finished jobs: infer_steps asked for.", ["resolution"])
+        for (labels, series) in selectors.job_size_histograms(frame_bounds=FRAME_BUCKETS, step_bounds=INFER_STEP_BUCKETS):
+            _add_series(frames, [labels["resolution"]], FRAME_BUCKETS, series["frames"])
+            _add_series(steps, [labels["resolution"]], INFER_STEP_BUCKETS, series["steps"])
+        per_step = _histogram("videogen_denoising_step_seconds", "Succeeded jobs: seconds per denoising step.",
+                              ["resolution"])
+        for (labels, series) in selectors.step_seconds_histograms(bounds=STEP_SECONDS_BUCKETS):
+            _add_series(per_step, [labels["resolution"]], STEP_SECONDS_BUCKETS, series["step"])
+        phases = _histogram("videogen_job_phase_seconds", "Finished jobs: seconds spent in each timed phase.", ["phase"])
+        for phase, counts in selectors.phase_histograms(bounds=SECONDS_BUCKETS).items():
+            _add_series(phases, [phase], SECONDS_BUCKETS, counts)
+        yield from (wait, duration, frames, steps, per_step, phases)
+
+    def _failures(self) -> Iterable[Metric]:
+        inputs = CounterMetricFamily("videogen_input_failures_total",
+                                     "Jobs failed because their input image could not be fetched or decoded.",
+                                     labels=["code"])
+        for code, n in selectors.input_failure_counts().items():
+            inputs.add_metric([_label(code)], n)
+        deliveries_by_state, failed_attempts = selectors.webhook_delivery_stats()
+        deliveries = CounterMetricFamily("videogen_webhook_deliveries_total",
+                                         "Webhook deliveries by event and state (failed: gave up).",
+                                         labels=["event", "state"])
+        for (event, state), n in deliveries_by_state.items():
+            deliveries.add_metric([event, state], n)
+        yield from (inputs, deliveries)
+        yield CounterMetricFamily("videogen_webhook_failed_attempts_total",
+                                  "Webhook delivery attempts that did not succeed.", value=failed_attempts)
+
+
+def render(*, private: bool, started_at: float) -> bytes:
+    """The Prometheus text of one scrape."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(VideogenCollector(private=private, started_at=started_at))
+    return generate_latest(registry)
