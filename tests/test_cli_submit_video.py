@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from django.http.multipartparser import MultiPartParser
 
 from tests.conftest import png_bytes
 from tests.daemon_support import ROOT, service_env, wait_for
+from tests.test_run_service import free_port, start
 from videojobs import cli
 from videojobs.client import VideoGenClient
 
@@ -351,12 +351,6 @@ def test_client_and_cli_modules_import_neither_django_nor_torch():
 # --- end to end: the real service (web, qcluster, daemon on the tiny model) -----------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def healthy(base: str) -> bool:
     try:
         with urllib.request.urlopen(base + "/health", timeout=5) as response:
@@ -368,9 +362,7 @@ def healthy(base: str) -> bool:
 @contextmanager
 def service(env: dict[str, str], log: Path):
     """`manage.py run_service` for the block; Ctrl-C (SIGINT) stops it with all its children."""
-    with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "manage.py", "run_service"], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    process = start(env, log)
     try:
         yield
     finally:
