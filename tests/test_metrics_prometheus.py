@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -21,7 +22,7 @@ PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;escaping=allow-
                      "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;q=0.4,"
                      "text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
 # One query per aggregate, whatever the number of jobs, workers or deliveries.
-SCRAPE_QUERIES = 17
+SCRAPE_QUERIES = 19  # one reads MetricTotal, one the pending webhook deliveries
 SMALL, WIDE = {"image_size": "832*480", "num_frames": 25, "infer_steps": 20}, {"image_size": "1280*720",
                                                                                  "num_frames": 81, "infer_steps": 40}
 
@@ -217,7 +218,9 @@ def test_webhook_deliveries_by_event_and_state_and_the_attempts_that_failed(api)
     families = scrape(api)
     assert {(s.labels["event"], s.labels["state"]): s.value for s in families["videogen_webhook_deliveries"].samples
             if s.name == "videogen_webhook_deliveries_total"} == {
-        ("completed", "delivered"): 2, ("completed", "failed"): 1, ("started", "pending"): 1, ("started", "delivered"): 1}
+        ("completed", "delivered"): 2, ("completed", "failed"): 1, ("started", "delivered"): 1}
+    # Pending is a state deliveries leave, so a gauge: a counter must never go down.
+    assert value(families, "videogen_webhook_deliveries_pending", event="started") == 1
     # Delivered: all but the last try failed (0 + 2 + 0); failed: all 5; pending: both so far.
     assert value(families, "videogen_webhook_failed_attempts", "videogen_webhook_failed_attempts_total") == 9
 
@@ -264,3 +267,35 @@ def test_prometheus_text_is_served_with_the_exposition_content_type(api):
         # A registry of its own: not this process's gc and process metrics of the default one.
         assert "python_gc" not in text and "process_" not in text
     assert api.get("/metrics")["Content-Type"] == "application/json"
+
+
+def _counted(families) -> dict:
+    """Every sample of the histograms and counters computed from finished jobs."""
+    from videojobs.metrics import HISTORIES
+
+    names = {name[: -len("_total")] if name.endswith("_total") else name for name in HISTORIES}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for name in names for s in families[name].samples if not s.name.endswith("_created")}
+
+
+def test_history_purge_keeps_histograms_and_counters_from_going_down(api, history):
+    # Prometheus reads a counter that went down as a reset: the sweep that deletes old jobs
+    # carries what they counted into MetricTotal first.
+    WebhookDelivery.objects.create(job=VideoJob.objects.filter(status="Succeed").first(), event="completed",
+                                   url="https://example.com/h", state="delivered", attempts=3)
+    before = _counted(scrape(api))
+    back = timedelta(days=40)  # the whole history moves back, each job's times keep their spans
+    VideoJob.objects.filter(finished_at__isnull=False).update(
+        created_at=F("created_at") - back, started_at=F("started_at") - back, finished_at=F("finished_at") - back)
+    assert services.purge_finished_jobs(older_than_days=30) >= 6
+    assert not VideoJob.objects.filter(finished_at__isnull=False).exists()
+    after = scrape(api)
+    assert _counted(after) == before
+    assert value(after, "videogen_jobs", status="Succeed") == 0  # a gauge of the kept jobs
+    # Jobs that end later add to the carried totals.
+    services.request_cancel(request_id=VideoJob.objects.get(status="InQueue", phase="waiting").request_id)
+    ran(params=SMALL, end="Succeed", wait=1, duration=30)
+    again = _counted(scrape(api))
+    key = ("videogen_job_duration_seconds_count", (("resolution", "832*480"), ("status", "Succeed")))
+    assert again[key] == before[key] + 1
+    assert services.purge_finished_jobs(older_than_days=30) == 0

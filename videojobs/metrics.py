@@ -5,8 +5,9 @@ answers with the same numbers and nothing lives in a process's memory. It is reg
 registry of its own per scrape, not the global default one: that one would add this process's
 own gc and process metrics, and the operator's and the anonymous view differ in worker names.
 
-Histograms and ``_total`` counters cover the kept history (finished jobs younger than
-JOB_HISTORY_DAYS): the history sweep lowers them, which Prometheus reads as a counter reset.
+Histograms and ``_total`` counters count every finished job: the kept history (JOB_HISTORY_DAYS),
+plus what the history sweep carried into MetricTotal before deleting older jobs, so they never
+go down (Prometheus would read that as a reset).
 """
 from __future__ import annotations
 
@@ -24,11 +25,10 @@ from videojobs.models import JobStatus
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-SECONDS_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
-STEP_SECONDS_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
-# num_frames is 25..117 (4k+1), infer_steps 20..100: the low bounds serve smaller deployments.
-FRAME_BUCKETS: tuple[float, ...] = (5, 17, 33, 49, 65, 81, 97, 117)
-INFER_STEP_BUCKETS: tuple[float, ...] = (4, 10, 20, 30, 40, 50, 75, 100)
+SECONDS_BUCKETS = selectors.SECONDS_BUCKETS
+STEP_SECONDS_BUCKETS = selectors.STEP_SECONDS_BUCKETS
+FRAME_BUCKETS = selectors.FRAME_BUCKETS
+INFER_STEP_BUCKETS = selectors.INFER_STEP_BUCKETS
 
 
 def _label(value: object) -> str:
@@ -66,7 +66,6 @@ class VideogenCollector(Collector):
         yield from self._workers()
         yield from self._acceleration()
         yield from self._job_histograms()
-        yield from self._failures()
         yield _gauge("videogen_uptime_seconds", "Seconds since this web process started.", time.time() - self.started_at)
 
     def _jobs(self) -> Iterable[Metric]:
@@ -81,6 +80,8 @@ class VideogenCollector(Collector):
                      settings.MAX_CONCURRENT_TASKS)
         yield _gauge("videogen_queue_slots_available", "Submissions still admitted before 429.",
                      max(settings.MAX_CONCURRENT_TASKS - unfinished, 0))
+        yield _gauge("videogen_webhook_deliveries_pending", "Webhook deliveries waiting for their first or next try.",
+                     selectors.pending_webhook_deliveries(), "event")
 
     def _workers(self) -> Iterable[Metric]:
         states = selectors.worker_state_counts()
@@ -115,42 +116,37 @@ class VideogenCollector(Collector):
                      stats["prompt_cache_hits"])
 
     def _job_histograms(self) -> Iterable[Metric]:
-        wait = _histogram("videogen_job_queue_wait_seconds", "Finished jobs that ran: submit to last start.",
-                          ["resolution", "status"])
-        duration = _histogram("videogen_job_duration_seconds", "Finished jobs that ran: last start to end.",
-                              ["resolution", "status"])
-        for (labels, series) in selectors.job_time_histograms(bounds=SECONDS_BUCKETS):
-            _add_series(wait, [labels["resolution"], labels["status"]], SECONDS_BUCKETS, series["queue_wait"])
-            _add_series(duration, [labels["resolution"], labels["status"]], SECONDS_BUCKETS, series["duration"])
-        frames = _histogram("videogen_job_frames", "Finished jobs: num_frames asked for.", ["resolution"])
-        steps = _histogram("videogen_job_infer_steps", "Finished jobs: infer_steps asked for.", ["resolution"])
-        for (labels, series) in selectors.job_size_histograms(frame_bounds=FRAME_BUCKETS, step_bounds=INFER_STEP_BUCKETS):
-            _add_series(frames, [labels["resolution"]], FRAME_BUCKETS, series["frames"])
-            _add_series(steps, [labels["resolution"]], INFER_STEP_BUCKETS, series["steps"])
-        per_step = _histogram("videogen_denoising_step_seconds", "Succeeded jobs: seconds per denoising step.",
-                              ["resolution"])
-        for (labels, series) in selectors.step_seconds_histograms(bounds=STEP_SECONDS_BUCKETS):
-            _add_series(per_step, [labels["resolution"]], STEP_SECONDS_BUCKETS, series["step"])
-        phases = _histogram("videogen_job_phase_seconds", "Finished jobs: seconds spent in each timed phase.", ["phase"])
-        for phase, counts in selectors.phase_histograms(bounds=SECONDS_BUCKETS).items():
-            _add_series(phases, [phase], SECONDS_BUCKETS, counts)
-        yield from (wait, duration, frames, steps, per_step, phases)
+        # The kept jobs' series plus what the history sweep carried over from the deleted ones.
+        series = selectors.add_series(selectors.history_series(), selectors.metric_totals())
+        for name, (documentation, labels, bounds) in HISTORIES.items():
+            if bounds is None:
+                family = CounterMetricFamily(name[: -len("_total")], documentation, labels=list(labels))
+                for values, counts in sorted(series.get(name, {}).items()):
+                    family.add_metric(list(values), counts.count)
+            else:
+                family = _histogram(name, documentation, labels)
+                for values, counts in sorted(series.get(name, {}).items()):
+                    _add_series(family, values, bounds, counts)
+            yield family
 
-    def _failures(self) -> Iterable[Metric]:
-        inputs = CounterMetricFamily("videogen_input_failures_total",
-                                     "Jobs failed because their input image could not be fetched or decoded.",
-                                     labels=["code"])
-        for code, n in selectors.input_failure_counts().items():
-            inputs.add_metric([_label(code)], n)
-        deliveries_by_state, failed_attempts = selectors.webhook_delivery_stats()
-        deliveries = CounterMetricFamily("videogen_webhook_deliveries_total",
-                                         "Webhook deliveries by event and state (failed: gave up).",
-                                         labels=["event", "state"])
-        for (event, state), n in deliveries_by_state.items():
-            deliveries.add_metric([event, state], n)
-        yield from (inputs, deliveries)
-        yield CounterMetricFamily("videogen_webhook_failed_attempts_total",
-                                  "Webhook delivery attempts that did not succeed.", value=failed_attempts)
+
+# name -> (help, label names, bucket bounds or None for a counter), in exposition order.
+HISTORIES: dict[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
+    "videogen_job_queue_wait_seconds": ("Finished jobs that ran: submit to last start.", ("resolution", "status"),
+                                        SECONDS_BUCKETS),
+    "videogen_job_duration_seconds": ("Finished jobs that ran: last start to end.", ("resolution", "status"),
+                                      SECONDS_BUCKETS),
+    "videogen_job_frames": ("Finished jobs: num_frames asked for.", ("resolution",), FRAME_BUCKETS),
+    "videogen_job_infer_steps": ("Finished jobs: infer_steps asked for.", ("resolution",), INFER_STEP_BUCKETS),
+    "videogen_denoising_step_seconds": ("Succeeded jobs: seconds per denoising step.", ("resolution",),
+                                        STEP_SECONDS_BUCKETS),
+    "videogen_job_phase_seconds": ("Finished jobs: seconds spent in each timed phase.", ("phase",), SECONDS_BUCKETS),
+    "videogen_input_failures_total": ("Jobs failed because their input image could not be fetched or decoded.",
+                                      ("code",), None),
+    "videogen_webhook_deliveries_total": ("Webhook deliveries that ended, by event and state (failed: gave up).",
+                                          ("event", "state"), None),
+    "videogen_webhook_failed_attempts_total": ("Webhook delivery attempts that did not succeed.", (), None),
+}
 
 
 def render(*, private: bool, started_at: float) -> bytes:

@@ -215,3 +215,21 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.url} ({self.state})"
+
+
+class MetricTotal(models.Model):
+    """A /metrics histogram or counter series' share of the jobs the history sweep deleted: the
+    live numbers come from the kept jobs, and adding these keeps them from ever going down."""
+
+    name = models.CharField(max_length=96)
+    labels = models.JSONField(default=list)  # label values, in the metric's label order
+    key = models.CharField(max_length=512)  # the labels joined, for the unique constraint
+    cumulative = models.JSONField(default=list)  # a histogram's per-bound counts; [] for a counter
+    count = models.BigIntegerField(default=0)
+    sum = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "key"], name="metrictotal_unique_series")]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.labels}"

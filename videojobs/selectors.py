@@ -228,7 +228,8 @@ def status_counts() -> dict[str, int]:
 
 # --- /metrics in the Prometheus format (videojobs.metrics) ---------------------------------
 # Postgres computes every number at scrape time, so each gunicorn worker reports the same ones.
-# Histograms and counts of finished jobs cover the kept history (JOB_HISTORY_DAYS).
+# Histograms and counters of finished jobs: the kept history plus what the history sweep
+# carried into MetricTotal before it deleted older jobs.
 
 
 @dataclass(frozen=True)
@@ -281,15 +282,18 @@ def bucket_counts(
     ]
 
 
-def _finished_jobs() -> QuerySet:
-    return VideoJob.objects.filter(finished_at__isnull=False).annotate(resolution=KT("params__image_size"))
+def _finished_jobs(jobs: QuerySet | None = None) -> QuerySet:
+    """The finished jobs of ``jobs`` (default: every kept job), with their resolution."""
+    base = VideoJob.objects.all() if jobs is None else jobs
+    return base.filter(finished_at__isnull=False).annotate(resolution=KT("params__image_size"))
 
 
-def job_time_histograms(*, bounds: Sequence[float]) -> list[tuple[dict[str, Any], dict[str, BucketCounts]]]:
+def job_time_histograms(*, bounds: Sequence[float], jobs: QuerySet | None = None
+                        ) -> list[tuple[dict[str, Any], dict[str, BucketCounts]]]:
     """Finished jobs that ran, by resolution and status: ``queue_wait`` (submit to their last
     start) and ``duration`` (last start to end), in seconds."""
     return bucket_counts(
-        _finished_jobs().filter(started_at__isnull=False),
+        _finished_jobs(jobs).filter(started_at__isnull=False),
         values={
             "queue_wait": (_seconds_between("created_at", "started_at"), bounds),
             "duration": (_seconds_between("started_at", "finished_at"), bounds),
@@ -299,11 +303,11 @@ def job_time_histograms(*, bounds: Sequence[float]) -> list[tuple[dict[str, Any]
 
 
 def job_size_histograms(
-    *, frame_bounds: Sequence[float], step_bounds: Sequence[float]
+    *, frame_bounds: Sequence[float], step_bounds: Sequence[float], jobs: QuerySet | None = None
 ) -> list[tuple[dict[str, Any], dict[str, BucketCounts]]]:
     """Finished jobs by resolution: the ``frames`` and denoising ``steps`` they asked for."""
     return bucket_counts(
-        _finished_jobs(),
+        _finished_jobs(jobs),
         values={
             "frames": (_json_number("params__num_frames"), frame_bounds),
             "steps": (_json_number("params__infer_steps"), step_bounds),
@@ -312,12 +316,13 @@ def job_size_histograms(
     )
 
 
-def step_seconds_histograms(*, bounds: Sequence[float]) -> list[tuple[dict[str, Any], dict[str, BucketCounts]]]:
+def step_seconds_histograms(*, bounds: Sequence[float], jobs: QuerySet | None = None
+                            ) -> list[tuple[dict[str, Any], dict[str, BucketCounts]]]:
     """Succeeded jobs by resolution: seconds per denoising step (the daemon's timings["denoising"]
     over params["infer_steps"]; a stopped or failed job has no complete denoising time)."""
     per_step = _json_number("timings__denoising") / NullIf(_json_number("params__infer_steps"), Value(0.0))
     return bucket_counts(
-        _finished_jobs().filter(status=JobStatus.SUCCEED, timings__has_key="denoising"),
+        _finished_jobs(jobs).filter(status=JobStatus.SUCCEED, timings__has_key="denoising"),
         values={"step": (per_step, bounds)},
         group_by=("resolution",),
     )
@@ -327,12 +332,88 @@ def step_seconds_histograms(*, bounds: Sequence[float]) -> list[tuple[dict[str, 
 TIMED_PHASES: tuple[str, ...] = (JobPhase.ENCODING, JobPhase.DENOISING, JobPhase.DECODING, JobPhase.SAVING)
 
 
-def phase_histograms(*, bounds: Sequence[float]) -> dict[str, BucketCounts]:
+def phase_histograms(*, bounds: Sequence[float], jobs: QuerySet | None = None) -> dict[str, BucketCounts]:
     """Finished jobs: seconds of each timed phase, from their ``timings``."""
     [(_, series)] = bucket_counts(
-        VideoJob.objects.filter(finished_at__isnull=False),
+        _finished_jobs(jobs),
         values={phase: (_json_number(f"timings__{phase}"), bounds) for phase in TIMED_PHASES},
     )
+    return series
+
+
+SECONDS_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+STEP_SECONDS_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+# num_frames is 25..117 (4k+1), infer_steps 20..100: the low bounds serve smaller deployments.
+FRAME_BUCKETS: tuple[float, ...] = (5, 17, 33, 49, 65, 81, 97, 117)
+INFER_STEP_BUCKETS: tuple[float, ...] = (4, 10, 20, 30, 40, 50, 75, 100)
+# A series: metric name -> label values -> counts (a counter's value is ``count``).
+Series = dict[str, dict[tuple[str, ...], BucketCounts]]
+
+
+def _label(value: object) -> str:
+    return "unknown" if value is None or value == "" else str(value)
+
+
+def history_series(*, jobs: QuerySet | None = None) -> Series:
+    """Every histogram and counter /metrics computes from finished jobs, over ``jobs`` (default:
+    the kept history). The history sweep adds the jobs it deletes to MetricTotal first
+    (services.purge_finished_jobs), so these only ever grow, as Prometheus expects of them."""
+    series: Series = {}
+
+    def put(name: str, labels: tuple, counts: BucketCounts) -> None:
+        series.setdefault(name, {})[tuple(_label(v) for v in labels)] = counts
+
+    def counter(n: int) -> BucketCounts:
+        return BucketCounts(cumulative=(), count=int(n), sum=0.0)
+
+    for labels, row in job_time_histograms(bounds=SECONDS_BUCKETS, jobs=jobs):
+        put("videogen_job_queue_wait_seconds", (labels["resolution"], labels["status"]), row["queue_wait"])
+        put("videogen_job_duration_seconds", (labels["resolution"], labels["status"]), row["duration"])
+    for labels, row in job_size_histograms(frame_bounds=FRAME_BUCKETS, step_bounds=INFER_STEP_BUCKETS, jobs=jobs):
+        put("videogen_job_frames", (labels["resolution"],), row["frames"])
+        put("videogen_job_infer_steps", (labels["resolution"],), row["steps"])
+    for labels, row in step_seconds_histograms(bounds=STEP_SECONDS_BUCKETS, jobs=jobs):
+        put("videogen_denoising_step_seconds", (labels["resolution"],), row["step"])
+    for phase, counts in phase_histograms(bounds=SECONDS_BUCKETS, jobs=jobs).items():
+        put("videogen_job_phase_seconds", (phase,), counts)
+    for code, n in input_failure_counts(jobs=jobs).items():
+        put("videogen_input_failures_total", (code,), counter(n))
+    by_state, failed_attempts = webhook_delivery_stats(jobs=jobs)
+    for (event, state), n in by_state.items():
+        if state != "pending":  # a state deliveries leave: a gauge (pending_webhook_deliveries)
+            put("videogen_webhook_deliveries_total", (event, state), counter(n))
+    put("videogen_webhook_failed_attempts_total", (), counter(failed_attempts))
+    return series
+
+
+def add_series(a: Series, b: Series) -> Series:
+    """a + b, series by series (a histogram's buckets, count and sum; a counter's count)."""
+    total: Series = {name: dict(rows) for name, rows in a.items()}
+    for name, rows in b.items():
+        for labels, counts in rows.items():
+            mine = total.setdefault(name, {}).get(labels)
+            total[name][labels] = counts if mine is None else BucketCounts(
+                cumulative=tuple(x + y for x, y in zip(mine.cumulative, counts.cumulative)) or mine.cumulative,
+                count=mine.count + counts.count, sum=mine.sum + counts.sum)
+    return total
+
+
+def pending_webhook_deliveries() -> dict[str, int]:
+    """Deliveries not yet delivered nor given up, by event."""
+    from videojobs.models import DeliveryState, WebhookDelivery
+
+    rows = WebhookDelivery.objects.filter(state=DeliveryState.PENDING).values("event").annotate(n=Count("id"))
+    return {row["event"]: row["n"] for row in rows.order_by()}
+
+
+def metric_totals() -> Series:
+    """What the history sweep carried over from the jobs it deleted (MetricTotal)."""
+    from videojobs.models import MetricTotal
+
+    series: Series = {}
+    for row in MetricTotal.objects.all():
+        series.setdefault(row.name, {})[tuple(row.labels)] = BucketCounts(
+            cumulative=tuple(row.cumulative), count=row.count, sum=row.sum)
     return series
 
 
@@ -344,10 +425,11 @@ def queue_depth_by_phase() -> dict[str, int]:
     return depth
 
 
-def input_failure_counts() -> dict[str, int]:
+def input_failure_counts(*, jobs: QuerySet | None = None) -> dict[str, int]:
     """Jobs whose input image could not be fetched or decoded, by error code: services.fail_input
     fails them while they are still preparing, and no other failure happens in that phase."""
-    failed = VideoJob.objects.filter(status=JobStatus.FAILED, phase=JobPhase.PREPARING)
+    failed = (VideoJob.objects.all() if jobs is None else jobs).filter(status=JobStatus.FAILED,
+                                                                      phase=JobPhase.PREPARING)
     return {row["error_code"]: row["n"] for row in failed.values("error_code").annotate(n=Count("id")).order_by()}
 
 
@@ -390,7 +472,7 @@ def worker_metric_rows(*, now=None, private: bool) -> list[dict[str, Any]]:
     ]
 
 
-def webhook_delivery_stats() -> tuple[dict[tuple[str, str], int], int]:
+def webhook_delivery_stats(*, jobs: QuerySet | None = None) -> tuple[dict[tuple[str, str], int], int]:
     """Webhook deliveries by (event, state), and the attempts that did not succeed: every attempt
     of a pending or failed (given up) delivery, all but the last of a delivered one."""
     from videojobs.models import DeliveryState, WebhookDelivery
@@ -400,7 +482,8 @@ def webhook_delivery_stats() -> tuple[dict[tuple[str, str], int], int]:
         default=F("attempts"),
         output_field=IntegerField(),
     )
-    rows = WebhookDelivery.objects.values("event", "state").annotate(n=Count("id"), failed=Sum(unsuccessful)).order_by()
+    deliveries = WebhookDelivery.objects.all() if jobs is None else WebhookDelivery.objects.filter(job__in=jobs)
+    rows = deliveries.values("event", "state").annotate(n=Count("id"), failed=Sum(unsuccessful)).order_by()
     deliveries = {(row["event"], row["state"]): row["n"] for row in rows}
     return deliveries, sum(int(row["failed"] or 0) for row in rows)
 

@@ -31,6 +31,7 @@ from videojobs.models import (
     JobEventKind,
     JobPhase,
     JobStatus,
+    MetricTotal,
     VideoJob,
     WebhookDelivery,
     WebhookEvent,
@@ -796,10 +797,28 @@ def purge_finished_jobs(*, older_than_days: int) -> int:
     """History sweep: delete finished jobs older than the retention period (files too)."""
     cutoff = timezone.now() - timedelta(days=older_than_days)
     old = VideoJob.objects.filter(status__in=FINISHED_STATUSES, finished_at__lt=cutoff)
+    _carry_metric_totals(jobs=old)
     for job in old.only("input_image", "result"):
         _delete_job_files(job)
     _, per_model = old.delete()  # events and deliveries go with their jobs
     return per_model.get(VideoJob._meta.label, 0)
+
+
+def _carry_metric_totals(*, jobs) -> None:
+    """Before ``jobs`` are deleted: add what /metrics counts of them to MetricTotal, so that its
+    histograms and counters keep counting them (a counter that went down would read as a reset)."""
+    from videojobs import selectors
+
+    for name, rows in selectors.history_series(jobs=jobs).items():
+        for labels, counts in rows.items():
+            if not counts.count:
+                continue
+            total, _ = MetricTotal.objects.select_for_update().get_or_create(
+                name=name, key="\x1f".join(labels), defaults={"labels": list(labels)})
+            total.cumulative = [a + b for a, b in zip(total.cumulative, counts.cumulative)] or list(counts.cumulative)
+            total.count += counts.count
+            total.sum += counts.sum
+            total.save(update_fields=["cumulative", "count", "sum"])
 
 
 def _delete_job_files(job: VideoJob) -> None:
