@@ -1,112 +1,41 @@
-"""The operators' admin: live job and worker lists, a job's whole story on its page (input,
-video, timings, topology, cache reuse, attempts and errors, webhook deliveries), and the
-operator actions, each through a service: cancel, requeue, retry as a new job, delete the
-output, deliver a webhook again."""
+"""The jobs in the admin: the live list, a job's whole story on its page (input, video, timings,
+topology, cache reuse, attempts and errors, webhook deliveries), and the operator actions, each
+through a service: cancel, requeue, retry as a new job, delete the output."""
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from videojobs import selectors, services
+from videojobs.admin.live import (
+    compact,
+    refresh_context,
+    seconds_text,
+    take_pause_flag,
+    topology_text,
+)
 from videojobs.image_input import ImageInputError
 from videojobs.models import (
     FINISHED_STATUSES,
     UNFINISHED_STATUSES,
-    InferenceWorker,
     JobEvent,
     JobPhase,
     JobStatus,
     VideoJob,
     WebhookDelivery,
-    WorkerState,
 )
 from videojobs.webhooks import WebhookURLError
-
-# Seconds between reloads of a live page: the job list, an unfinished job, the workers.
-REFRESH_SECONDS = 3
-# The query parameter that pauses the reloads (the admin must not take it for a filter).
-PAUSE_PARAM = "norefresh"
-
-
-def _take_pause_flag(request) -> bool:
-    """Whether the page is paused; removes PAUSE_PARAM from the request so that the changelist
-    does not read it as a field lookup."""
-    if PAUSE_PARAM not in request.GET:
-        return False
-    query = request.GET.copy()
-    del query[PAUSE_PARAM]
-    request.GET = query
-    return True
-
-
-def _refresh_context(request, *, live: bool, paused: bool, reason: str) -> dict[str, Any]:
-    """The auto-refresh note: on while something runs, with links that pause and resume it and
-    keep the page's own query string (its filters, search and page)."""
-    query = request.GET.copy()
-    resume = query.urlencode()
-    query[PAUSE_PARAM] = "1"
-    return {
-        "live": live,
-        "paused": paused,
-        "seconds": REFRESH_SECONDS,
-        "reason": reason,
-        "pause_url": f"{request.path}?{query.urlencode()}",
-        "resume_url": f"{request.path}?{resume}" if resume else request.path,
-    }
-
-
-# --- how the job page shows the daemon's result -----------------------------------------
-
-
-def topology_text(topology: dict[str, Any] | None) -> str:
-    """A topology in one line, e.g. "4 ranks: ulysses 2 x ring 1 x cfg 2, fsdp dit+t5"."""
-    if not topology:
-        return "-"
-    parts = [" x ".join(f"{name} {topology.get(f'{name}_size', 1)}" for name in ("ulysses", "ring", "cfg"))]
-    fsdp = [name for name in ("dit", "t5") if topology.get(f"{name}_fsdp")]
-    if fsdp:
-        parts.append("fsdp " + "+".join(fsdp))
-    if topology.get("t5_cpu"):
-        parts.append("t5 on cpu")
-    if topology.get("vae_parallel"):
-        parts.append("vae parallel")
-    world = topology.get("world_size")
-    return f"{world} rank{'s' if world != 1 else ''}: {', '.join(parts)}" if world else ", ".join(parts)
-
-
-def _compact(value: Any) -> str:
-    """A cache report value on one line: {"cond": 3, "uncond": 3} -> "cond 3, uncond 3"."""
-    if isinstance(value, dict):
-        return ", ".join(f"{key} {_compact(item)}" for key, item in sorted(value.items())) or "-"
-    if isinstance(value, (list, tuple)):
-        return "[" + " ".join(str(item) for item in value) + "]"
-    return str(value)
-
-
-def _seconds(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
-
-
-def _age(moment) -> str:
-    """How long ago, short: "12 s ago", else Django's "3 minutes ago"."""
-    seconds = (timezone.now() - moment).total_seconds()
-    return f"{seconds:.0f} s ago" if seconds < 100 else f"{timesince(moment)} ago"
-
 
 # --- operator actions on one job: a message, or _Refused saying why not ------------------
 
@@ -262,17 +191,17 @@ class VideoJobAdmin(admin.ModelAdmin):
     # --- the live pages ---
 
     def changelist_view(self, request, extra_context=None):
-        paused = _take_pause_flag(request)
-        refresh = _refresh_context(request, live=selectors.unfinished_count() > 0, paused=paused,
+        paused = take_pause_flag(request)
+        refresh = refresh_context(request, live=selectors.unfinished_count() > 0, paused=paused,
                                    reason="jobs are unfinished")
         return super().changelist_view(request, {**(extra_context or {}), "refresh": refresh})
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        paused = _take_pause_flag(request)
+        paused = take_pause_flag(request)
         job = self.get_object(request, unquote(object_id))
         context = dict(extra_context or {})
         if job is not None:
-            context["refresh"] = _refresh_context(request, live=job.status in UNFINISHED_STATUSES, paused=paused,
+            context["refresh"] = refresh_context(request, live=job.status in UNFINISHED_STATUSES, paused=paused,
                                                   reason="the job is unfinished")
             context["job_actions"] = [
                 {"label": label, "url": reverse(f"admin:videojobs_videojob_{name}", args=[job.pk]), "name": name}
@@ -332,8 +261,8 @@ class VideoJobAdmin(admin.ModelAdmin):
         # A stopped job timed only the steps it ran.
         steps = job.progress_step or job.params.get("infer_steps") or 0
         rows = [
-            (phase, _seconds(timings[phase]),
-             _seconds(timings[phase] / steps) if phase == JobPhase.DENOISING and steps and
+            (phase, seconds_text(timings[phase]),
+             seconds_text(timings[phase] / steps) if phase == JobPhase.DENOISING and steps and
              isinstance(timings[phase], (int, float)) else "")
             for phase in phases
         ]
@@ -341,7 +270,7 @@ class VideoJobAdmin(admin.ModelAdmin):
         return format_html(
             '<table class="timings"><thead><tr><th>phase</th><th>seconds</th><th>seconds per step</th></tr></thead>'
             "<tbody>{}<tr><th>total</th><th>{}</th><td></td></tr></tbody></table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows), _seconds(total),
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows), seconds_text(total),
         )
 
     @admin.display(description="topology")
@@ -361,8 +290,8 @@ class VideoJobAdmin(admin.ModelAdmin):
         if not acceleration:
             return "-"
         cache = acceleration.get("cache") or {}
-        rows = [(key, _compact(value)) for key, value in sorted(cache.items()) if key != "method"]
-        rows.append(("prompt_cache_hits", _compact(acceleration.get("prompt_cache_hits", 0))))
+        rows = [(key, compact(value)) for key, value in sorted(cache.items()) if key != "method"]
+        rows.append(("prompt_cache_hits", compact(acceleration.get("prompt_cache_hits", 0))))
         return format_html('{}<table class="cache">{}</table>', selectors.acceleration_summary(result=job.result),
                            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
 
@@ -445,127 +374,3 @@ class VideoJobAdmin(admin.ModelAdmin):
     @admin.action(description="Delete the videos of selected jobs")
     def delete_outputs(self, request, queryset):
         self._apply(request, queryset, "delete-output")
-
-
-class WorkerChangeList(ChangeList):
-    """The workers page: each row also gets its mean seconds per job, from one query per page."""
-
-    def get_results(self, request):
-        super().get_results(request)
-        means = selectors.worker_mean_seconds()
-        self.result_list = list(self.result_list)
-        for worker in self.result_list:
-            worker.mean_seconds = means.get(worker.name)
-
-
-@admin.register(InferenceWorker)
-class InferenceWorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "topology_display", "device", "model_display", "state_display", "current_job_link",
-                    "heartbeat_age", "jobs_done", "mean_seconds_display")
-    list_filter = ("state", "host")
-    list_select_related = ("current_job",)
-    readonly_fields = [f.name for f in InferenceWorker._meta.fields] + ["mean_seconds_display"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_changelist(self, request, **kwargs):
-        return WorkerChangeList
-
-    def changelist_view(self, request, extra_context=None):
-        paused = _take_pause_flag(request)
-        live = selectors.unfinished_count() > 0 or selectors.worker_state_counts()[WorkerState.LOADING] > 0
-        refresh = _refresh_context(request, live=live, paused=paused,
-                                   reason="jobs are unfinished or a worker is loading")
-        return super().changelist_view(request, {**(extra_context or {}), "refresh": refresh})
-
-    @admin.display(description="topology")
-    def topology_display(self, worker: InferenceWorker) -> str:
-        return topology_text(worker.topology)
-
-    @admin.display(description="model", ordering="model")
-    def model_display(self, worker: InferenceWorker) -> str:
-        return format_html('<span title="{}">{}</span>', worker.model, Path(worker.model).name or worker.model)
-
-    @admin.display(description="state", ordering="state")
-    def state_display(self, worker: InferenceWorker) -> str:
-        live = worker.state in (WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY)
-        stale = (timezone.now() - worker.heartbeat_at).total_seconds() > settings.WORKER_STALE_SECONDS
-        return f"{worker.state} (stale)" if live and stale else worker.state
-
-    @admin.display(description="current job")
-    def current_job_link(self, worker: InferenceWorker) -> str:
-        if worker.current_job is None:
-            return "-"
-        url = reverse("admin:videojobs_videojob_change", args=[worker.current_job_id])
-        return format_html('<a href="{}">{}</a>', url, worker.current_job.request_id)
-
-    @admin.display(description="heartbeat", ordering="heartbeat_at")
-    def heartbeat_age(self, worker: InferenceWorker) -> str:
-        return _age(worker.heartbeat_at)
-
-    @admin.display(description="mean seconds per job")
-    def mean_seconds_display(self, worker: InferenceWorker) -> str:
-        if hasattr(worker, "mean_seconds"):
-            mean = worker.mean_seconds
-        else:  # the detail page: one worker
-            mean = selectors.worker_mean_seconds().get(worker.name)
-        return "-" if mean is None else f"{mean:.1f} s"
-
-
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ("job_link", "event", "url", "state", "attempts", "last_status_code", "last_error_excerpt",
-                    "created_at", "delivered_at")
-    list_filter = ("state", "event")
-    search_fields = ("job__request_id", "url")
-    list_select_related = ("job",)
-    actions = ("deliver_again",)
-    fields = readonly_fields = ("job_link", "event", "url", "state", "attempts", "next_attempt_at", "last_attempt_at",
-                                "last_status_code", "last_error", "created_at", "delivered_at", "attempt_log",
-                                "payload_json")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return request.user.is_superuser
-
-    @admin.display(description="job", ordering="job__request_id")
-    def job_link(self, delivery: WebhookDelivery) -> str:
-        url = reverse("admin:videojobs_videojob_change", args=[delivery.job_id])
-        return format_html('<a href="{}">{}</a>', url, delivery.job.request_id)
-
-    @admin.display(description="last error")
-    def last_error_excerpt(self, delivery: WebhookDelivery) -> str:
-        error = delivery.last_error
-        return error if len(error) <= 80 else error[:77] + "..."
-
-    @admin.display(description="attempts log")
-    def attempt_log(self, delivery: WebhookDelivery) -> str:
-        if not delivery.log:
-            return "-"
-        rows = ((entry.get("at", ""), entry.get("status_code") or "-", entry.get("error") or "",
-                 _seconds(entry.get("seconds", ""))) for entry in delivery.log)
-        return format_html(
-            '<table class="attempts"><thead><tr><th>at</th><th>HTTP status</th><th>error</th><th>seconds</th></tr>'
-            "</thead><tbody>{}</tbody></table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
-        )
-
-    @admin.display(description="payload")
-    def payload_json(self, delivery: WebhookDelivery) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(delivery.payload, indent=2, sort_keys=True))
-
-    @admin.action(description="Deliver again")
-    def deliver_again(self, request, queryset):
-        again = sum(1 for delivery in queryset if services.redeliver_webhook(delivery_id=delivery.pk))
-        skipped = queryset.count() - again
-        self.message_user(request, f"{again} delivery(ies) will be sent again now; {skipped} had already been "
-                                   "delivered.", messages.SUCCESS)

@@ -1,0 +1,78 @@
+"""What makes the admin live: the reload of a page while something runs, and the short texts
+its pages show of the daemon's results."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from django.utils.timesince import timesince
+
+# Seconds between reloads of a live page: the job list, an unfinished job, the workers.
+REFRESH_SECONDS = 3
+# The query parameter that pauses the reloads (the admin must not take it for a filter).
+PAUSE_PARAM = "norefresh"
+
+
+def take_pause_flag(request) -> bool:
+    """Whether the page is paused; removes PAUSE_PARAM from the request so that the changelist
+    does not read it as a field lookup."""
+    if PAUSE_PARAM not in request.GET:
+        return False
+    query = request.GET.copy()
+    del query[PAUSE_PARAM]
+    request.GET = query
+    return True
+
+
+def refresh_context(request, *, live: bool, paused: bool, reason: str) -> dict[str, Any]:
+    """The auto-refresh note: on while something runs, with links that pause and resume it and
+    keep the page's own query string (its filters, search and page)."""
+    query = request.GET.copy()
+    resume = query.urlencode()
+    query[PAUSE_PARAM] = "1"
+    return {
+        "live": live,
+        "paused": paused,
+        "seconds": REFRESH_SECONDS,
+        "reason": reason,
+        "pause_url": f"{request.path}?{query.urlencode()}",
+        "resume_url": f"{request.path}?{resume}" if resume else request.path,
+    }
+
+
+# --- how the job page shows the daemon's result -----------------------------------------
+
+
+def topology_text(topology: dict[str, Any] | None) -> str:
+    """A topology in one line, e.g. "4 ranks: ulysses 2 x ring 1 x cfg 2, fsdp dit+t5"."""
+    if not topology:
+        return "-"
+    parts = [" x ".join(f"{name} {topology.get(f'{name}_size', 1)}" for name in ("ulysses", "ring", "cfg"))]
+    fsdp = [name for name in ("dit", "t5") if topology.get(f"{name}_fsdp")]
+    if fsdp:
+        parts.append("fsdp " + "+".join(fsdp))
+    if topology.get("t5_cpu"):
+        parts.append("t5 on cpu")
+    if topology.get("vae_parallel"):
+        parts.append("vae parallel")
+    world = topology.get("world_size")
+    return f"{world} rank{'s' if world != 1 else ''}: {', '.join(parts)}" if world else ", ".join(parts)
+
+
+def compact(value: Any) -> str:
+    """A cache report value on one line: {"cond": 3, "uncond": 3} -> "cond 3, uncond 3"."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {compact(item)}" for key, item in sorted(value.items())) or "-"
+    if isinstance(value, (list, tuple)):
+        return "[" + " ".join(str(item) for item in value) + "]"
+    return str(value)
+
+
+def seconds_text(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
+
+
+def age_text(moment) -> str:
+    """How long ago, short: "12 s ago", else Django's "3 minutes ago"."""
+    seconds = (timezone.now() - moment).total_seconds()
+    return f"{seconds:.0f} s ago" if seconds < 100 else f"{timesince(moment)} ago"
