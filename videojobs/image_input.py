@@ -124,6 +124,9 @@ class FetchPolicy:
     max_redirects: int = 3
     allowed_networks: tuple[IPNetwork, ...] = ()
     user_agent: str = "videogen-image-fetcher/1"
+    # The request field a reason names ("image_url host could not be resolved"): the webhook
+    # sender uses these same rules for webhook_url.
+    subject: str = "image_url"
     ca_certs: str | None = None
 
 
@@ -207,39 +210,39 @@ def _invalid(reason: str) -> ImageInputError:
     return ImageInputError(reason, CODE_URL_INVALID)
 
 
-def _parse_target(url: str, *, redirected: bool) -> _Target:
+def _parse_target(url: str, *, redirected: bool, subject: str = "image_url") -> _Target:
     if not isinstance(url, str) or not url.strip():
-        raise _invalid("image_url is empty")
+        raise _invalid(f"{subject} is empty")
     url = url.strip()
     if len(url) > 8192:
-        raise _invalid("image_url is too long")
+        raise _invalid(f"{subject} is too long")
     try:
         parsed = parse_url(url)
     except (LocationParseError, ValueError):
         if redirected:
-            raise _invalid("image_url redirected to an invalid URL") from None
-        raise _invalid("image_url is not a valid URL") from None
+            raise _invalid(f"{subject} redirected to an invalid URL") from None
+        raise _invalid(f"{subject} is not a valid URL") from None
     scheme = (parsed.scheme or "").lower()
     if scheme not in ("http", "https"):
         if redirected:
             raise ImageInputError(
-                "image_url redirected to a URL that does not use http or https",
+                f"{subject} redirected to a URL that does not use http or https",
                 CODE_URL_FORBIDDEN,
             )
-        raise _invalid("image_url must use http or https")
+        raise _invalid(f"{subject} must use http or https")
     if not parsed.host:
-        raise _invalid("image_url has no host")
+        raise _invalid(f"{subject} has no host")
     if parsed.auth:
-        raise _invalid("image_url must not contain a user name or password")
+        raise _invalid(f"{subject} must not contain a user name or password")
     host = parsed.host.lower()
     bare_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not bare_host or "%" in bare_host:
-        raise _invalid("image_url has an invalid host")
+        raise _invalid(f"{subject} has an invalid host")
     name = bare_host.rstrip(".") or bare_host
     default_port = 443 if scheme == "https" else 80
     port = parsed.port if parsed.port is not None else default_port
     if not 0 < port < 65536:
-        raise _invalid("image_url has an invalid port")
+        raise _invalid(f"{subject} has an invalid port")
     host_header = f"[{name}]" if ":" in name else name
     if port != default_port:
         host_header = f"{host_header}:{port}"
@@ -283,7 +286,7 @@ def _resolve(
     if error is not None:
         if isinstance(error, (socket.gaierror, UnicodeError, OSError)):
             raise ImageInputError(
-                "image_url host could not be resolved", CODE_UNREACHABLE
+                f"{policy.subject} host could not be resolved", CODE_UNREACHABLE
             ) from None
         raise error
     infos = outcome.get("infos")
@@ -300,15 +303,15 @@ def _resolve(
         if ip not in addresses:
             addresses.append(ip)
     if not addresses:
-        raise ImageInputError("image_url host could not be resolved", CODE_UNREACHABLE)
+        raise ImageInputError(f"{policy.subject} host could not be resolved", CODE_UNREACHABLE)
     for ip in addresses:
         if not _is_allowed(ip, policy):
             if redirected:
                 raise ImageInputError(
-                    "image_url redirected to a non-public address", CODE_URL_FORBIDDEN
+                    f"{policy.subject} redirected to a non-public address", CODE_URL_FORBIDDEN
                 )
             raise ImageInputError(
-                f"image_url host resolves to a non-public address ({ip})",
+                f"{policy.subject} host resolves to a non-public address ({ip})",
                 CODE_URL_FORBIDDEN,
             )
     return [str(ip) for ip in addresses]
@@ -397,7 +400,7 @@ class _GuardedHTTPSConnection(_DeadlineWatched, HTTPSConnection):
 
 def _timeout_error(policy: FetchPolicy) -> ImageInputError:
     return ImageInputError(
-        f"image_url timed out after {policy.total_timeout:g} s", CODE_TIMEOUT
+        f"{policy.subject} timed out after {policy.total_timeout:g} s", CODE_TIMEOUT
     )
 
 
@@ -439,12 +442,12 @@ def _network_error(exc: BaseException, policy: FetchPolicy, deadline: _Deadline,
         isinstance(exc, SSLError) and "certificate" in str(exc).lower()
     ):
         return ImageInputError(
-            "image_url could not be reached: TLS certificate verification failed",
+            f"{policy.subject} could not be reached: TLS certificate verification failed",
             CODE_UNREACHABLE,
         )
     if _find_cause(exc, (ssl.SSLError, SSLError)) is not None:
         return ImageInputError(
-            "image_url could not be reached: TLS handshake failed", CODE_UNREACHABLE
+            f"{policy.subject} could not be reached: TLS handshake failed", CODE_UNREACHABLE
         )
     if isinstance(exc, NewConnectionError) or _find_cause(exc, (ConnectionRefusedError,)):
         if _find_cause(exc, (ConnectionRefusedError,)) is not None:
@@ -452,23 +455,23 @@ def _network_error(exc: BaseException, policy: FetchPolicy, deadline: _Deadline,
         else:
             os_err = _find_cause(exc, (OSError,))
             detail = (getattr(os_err, "strerror", None) or "connection failed").lower()
-        return ImageInputError(f"image_url could not be reached: {detail}", CODE_UNREACHABLE)
+        return ImageInputError(f"{policy.subject} could not be reached: {detail}", CODE_UNREACHABLE)
     if isinstance(exc, ConnectTimeoutError) or (
         connecting and _find_cause(exc, (socket.timeout, TimeoutError)) is not None
     ):
         return ImageInputError(
-            f"image_url timed out after {policy.connect_timeout:g} s while connecting",
+            f"{policy.subject} timed out after {policy.connect_timeout:g} s while connecting",
             CODE_TIMEOUT,
         )
     if isinstance(exc, ReadTimeoutError) or _find_cause(exc, (socket.timeout, TimeoutError)):
         return _timeout_error(policy)
     if _find_cause(exc, (ConnectionResetError,)) is not None:
         return ImageInputError(
-            "image_url could not be reached: connection reset by the server",
+            f"{policy.subject} could not be reached: connection reset by the server",
             CODE_UNREACHABLE,
         )
     return ImageInputError(
-        "image_url could not be reached: the server closed the connection or sent an "
+        f"{policy.subject} could not be reached: the server closed the connection or sent an "
         "invalid response",
         CODE_UNREACHABLE,
     )
@@ -596,7 +599,7 @@ def fetch_image_bytes(
         redirects = 0
         while True:
             redirected = redirects > 0
-            target = _parse_target(current, redirected=redirected)
+            target = _parse_target(current, redirected=redirected, subject=policy.subject)
             addresses = _resolve(target, policy, resolver, deadline, redirected=redirected)
             result = None
             last_error: ImageInputError | None = None
@@ -618,12 +621,12 @@ def fetch_image_bytes(
                 location = headers.get("Location")
                 if not location:
                     raise ImageInputError(
-                        f"image_url returned HTTP {status} without a Location",
+                        f"{policy.subject} returned HTTP {status} without a Location",
                         CODE_HTTP_ERROR,
                     )
                 if redirects >= policy.max_redirects:
                     raise ImageInputError(
-                        f"image_url redirected too many times (more than "
+                        f"{policy.subject} redirected too many times (more than "
                         f"{policy.max_redirects})",
                         CODE_TOO_MANY_REDIRECTS,
                     )
@@ -631,7 +634,7 @@ def fetch_image_bytes(
                 current = urljoin(_without_fragment(current), location.strip())
                 continue
             if not 200 <= status < 300:
-                raise ImageInputError(f"image_url returned HTTP {status}", CODE_HTTP_ERROR)
+                raise ImageInputError(f"{policy.subject} returned HTTP {status}", CODE_HTTP_ERROR)
             assert body is not None
             return body
     finally:

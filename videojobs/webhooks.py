@@ -63,19 +63,14 @@ def verify(*, secret: str, timestamp: str, body: bytes, signature: str, toleranc
     return hmac.compare_digest(sign(secret=secret, timestamp=sent, body=body), signature or "")
 
 
-def _for_webhook(error: ImageInputError) -> str:
-    # The fetcher's sentences name its own field; the rules and the reasons are the same.
-    return error.reason.replace("image_url", "webhook_url")
-
-
 def check_url(url: str, *, policy: FetchPolicy, resolver: Callable | None = None) -> None:
     """At submit: refuse a webhook_url that delivery would refuse. Raises WebhookURLError."""
     deadline = _Deadline(policy.total_timeout)
     try:
-        target = _parse_target(url, redirected=False)
+        target = _parse_target(url, redirected=False, subject=policy.subject)
         _resolve(target, policy, resolver or socket.getaddrinfo, deadline, redirected=False)
     except ImageInputError as exc:
-        raise WebhookURLError(_for_webhook(exc)) from None
+        raise WebhookURLError(exc.reason) from None
     finally:
         deadline.close()
 
@@ -87,11 +82,11 @@ def post(url: str, *, body: bytes, headers: dict[str, str], policy: FetchPolicy,
     started = time.monotonic()
     deadline = _Deadline(policy.total_timeout)
     try:
-        target = _parse_target(url, redirected=False)
+        target = _parse_target(url, redirected=False, subject=policy.subject)
         address = _resolve(target, policy, resolver or socket.getaddrinfo, deadline, redirected=False)[0]
         status = _post_once(target, address, body, headers, policy, deadline)
     except ImageInputError as exc:
-        return Outcome(ok=False, status_code=None, error=_for_webhook(exc), seconds=time.monotonic() - started)
+        return Outcome(ok=False, status_code=None, error=exc.reason, seconds=time.monotonic() - started)
     finally:
         deadline.close()
     seconds = time.monotonic() - started
@@ -135,5 +130,6 @@ def policy_from_settings() -> FetchPolicy:
         total_timeout=settings.WEBHOOK_TIMEOUT,
         allowed_networks=parse_networks(",".join(settings.WEBHOOK_ALLOWED_NETWORKS)),
         user_agent="videogen-webhook/1",
+        subject="webhook_url",
     )
 
