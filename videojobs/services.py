@@ -204,12 +204,14 @@ def submit_job(
     idempotency_key: str | None = None,
     webhook_url: str = "",
     webhook_events: list[str] | None = None,
+    note: str = "",
 ) -> tuple[VideoJob, bool]:
     """Admit a job (or return the one this owner already submitted with this idempotency key).
 
     The input is ``image_url`` (fetched later by prepare_input) or ``image_bytes`` (an upload:
     checked and re-encoded now, under the same limits as a fetched image, so the job is ready to
-    claim at once). Returns (job, created). Raises ImageInputError for an unusable upload,
+    claim at once). ``note`` starts the detail of the job's "submitted" event (e.g. what it
+    retries). Returns (job, created). Raises ImageInputError for an unusable upload,
     WebhooksDisabled, IdempotencyConflict, OwnerLimit, QueueFull.
     """
     if (image_bytes is None) == (not image_url):
@@ -228,7 +230,7 @@ def submit_job(
                                       params={**params, "webhook_url": webhook_url, "webhook_events": webhook_events})
     return _admit(prompt=prompt, params=params, image_url=image_url, image=image, negative_prompt=negative_prompt,
                   owner=owner, idempotency_key=idempotency_key, fingerprint=fingerprint, webhook_url=webhook_url,
-                  webhook_events=list(webhook_events or [WebhookEvent.COMPLETED]) if webhook_url else [])
+                  webhook_events=list(webhook_events or [WebhookEvent.COMPLETED]) if webhook_url else [], note=note)
 
 
 def _checked_upload(data: bytes):
@@ -249,8 +251,8 @@ def _checked_upload(data: bytes):
 
 @transaction.atomic
 def _admit(*, prompt: str, params: dict[str, Any], image_url: str, image, negative_prompt: str, owner: str,
-           idempotency_key: str | None, fingerprint: str, webhook_url: str, webhook_events: list[str]
-           ) -> tuple[VideoJob, bool]:
+           idempotency_key: str | None, fingerprint: str, webhook_url: str, webhook_events: list[str],
+           note: str) -> tuple[VideoJob, bool]:
     # 1. Serialise admissions so two concurrent submits cannot both pass the gates.
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADMISSION_LOCK_KEY])
@@ -278,7 +280,8 @@ def _admit(*, prompt: str, params: dict[str, Any], image_url: str, image, negati
         webhook_url=webhook_url,
         webhook_events=webhook_events,
     )
-    record_event(job=job, kind=JobEventKind.SUBMITTED, detail="upload" if image is not None else image_url)
+    source = "upload" if image is not None else image_url
+    record_event(job=job, kind=JobEventKind.SUBMITTED, detail=f"{note} ({source})" if note else source)
     if image is None:
         transaction.on_commit(lambda: _enqueue_prepare_input(job.pk))
     else:
@@ -850,8 +853,9 @@ def enforce_output_quota(*, max_bytes: int | None = None) -> int:
         path.unlink(missing_ok=True)
         total -= size
         removed += 1
+        stored = VideoJob.objects.filter(request_id=path.stem).values_list("result", flat=True).first()
         VideoJob.objects.filter(request_id=path.stem).update(
-            result=_expired_result(path.stem), updated_at=timezone.now()
+            result=_expired_result(stored or {}, reason=EXPIRED_REASON), updated_at=timezone.now()
         )
     return removed
 
@@ -859,11 +863,9 @@ def enforce_output_quota(*, max_bytes: int | None = None) -> int:
 EXPIRED_REASON = "the video was deleted to keep OUTPUT_DIR within MAX_OUTPUT_DIR_SIZE; submit the job again"
 
 
-def _expired_result(request_id: str) -> dict[str, Any]:
-    job = VideoJob.objects.filter(request_id=request_id).only("result").first()
-    result = dict(job.result) if job else {}
-    result.update(expired=True, expired_at=timezone.now().timestamp(), expired_reason=EXPIRED_REASON)
-    return result
+def _expired_result(result: dict[str, Any], *, reason: str) -> dict[str, Any]:
+    """A job's result once its video is deleted: what ran is kept, the video is marked gone."""
+    return {**result, "expired": True, "expired_at": timezone.now().timestamp(), "expired_reason": reason}
 
 
 # --- operator actions ---
@@ -911,16 +913,12 @@ def retry_as_new_job(*, job_id: int) -> VideoJob:
         owner=source.owner,
         webhook_url=source.webhook_url,
         webhook_events=list(source.webhook_events) or None,
+        note=f"retry of {source.request_id} by an operator",
     )
     if source.image_url and image_bytes is not None:
         # The image the source fetched and checked; its prepare_input task then finds it ready.
         relative = _store_input(request_id=job.request_id, data=image_bytes)
         mark_input_ready(job_id=job.pk, image_path=str(relative), sha256=source.input_sha256)
-    # The new job's history says what it retries.
-    submitted = job.events.filter(kind=JobEventKind.SUBMITTED).first()
-    if submitted is not None:
-        submitted.detail = f"retry of {source.request_id} by an operator ({submitted.detail})"[:2000]
-        submitted.save(update_fields=["detail"])
     job.refresh_from_db()
     return job
 
@@ -937,7 +935,7 @@ def delete_job_output(*, job_id: int) -> bool:
         raise JobNotFinished(job)
     if job.status != JobStatus.SUCCEED or (job.result or {}).get("expired"):
         return False
-    result = {**_expired_result(job.request_id), "expired_reason": OPERATOR_DELETED_REASON}
+    result = _expired_result(job.result or {}, reason=OPERATOR_DELETED_REASON)
     VideoJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEED).update(result=result, updated_at=timezone.now())
     video = Path(settings.OUTPUT_DIR) / ((job.result or {}).get("video_file") or f"{job.request_id}.mp4")
     # Only once the row says so: a rolled-back change must find its video still there.
