@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from bench.gpu_dit_step import _sync, build  # noqa: E402
 from inference.cache.attention import AttentionCachePlan  # noqa: E402
-from inference.cache.steps import CacheRequest, StepCaches  # noqa: E402
+from inference.cache.steps import CacheRequest  # noqa: E402
 from inference.devices import resolve_device  # noqa: E402
 from inference.generate import make_scheduler  # noqa: E402
 from inference.parallel.context import ParallelContext  # noqa: E402
@@ -77,7 +77,7 @@ def main() -> None:
         args.width, args.height, args.frames = 64, 48, 9
     spec = resolve_device(args.device)
     components, embeddings, image = build(args, spec)
-    components.caches = StepCaches(components.transformer, adaptive=_adaptive(components, spec))
+    components.caches.adaptive = _adaptive(components, spec)
     report: dict = {"device": torch.cuda.get_device_name(spec.index) if spec.kind == "cuda" else spec.kind,
                     "config": "tiny" if args.tiny else "Wan2.1-I2V-14B", "size": f"{args.width}x{args.height}x{args.frames}"}
     with torch.inference_mode():

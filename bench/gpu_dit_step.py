@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from diffusers import AutoencoderKLWan, WanTransformer3DModel  # noqa: E402
 
 from inference.devices import resolve_device  # noqa: E402
+from inference.cache.steps import StepCaches  # noqa: E402
 from inference.generate import make_scheduler  # noqa: E402
 from inference.parallel.context import ParallelContext  # noqa: E402
 from inference.parallel.fsdp import apply_dtypes, diffusers_fp32_patterns  # noqa: E402
@@ -85,8 +86,10 @@ def build(args: argparse.Namespace, spec) -> tuple[WanComponents, Embeddings, PI
     prompt, negative = (torch.randn(1, 512, dit.config.text_dim, generator=generator).to(device, dtype) for _ in range(2))
     image_embeds = torch.randn(1, 257, dit.config.image_dim, generator=generator).to(device, dtype)
     pixels = np.random.default_rng(2).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+    # The step caches installed as the loader installs them (none in use unless a job asks).
     components = WanComponents(tokenizer=None, text_encoder=None, image_processor=None, image_encoder=None,
-                               vae=vae.to(device).eval(), transformer=dit, scheduler_config={"num_train_timesteps": 1000})
+                               vae=vae.to(device).eval(), transformer=dit, scheduler_config={"num_train_timesteps": 1000},
+                               caches=StepCaches(dit))
     return components, Embeddings(prompt=prompt, negative=negative, image=image_embeds), PIL.Image.fromarray(pixels)
 
 
