@@ -22,7 +22,6 @@ DJANGO_ENV = env.choice(
     "DJANGO_ENV", "development" if env.boolean("DEV_MODE", True) else "production", ("development", "production")
 )
 PRODUCTION = DJANGO_ENV == "production"
-DEV_MODE = not PRODUCTION
 INSECURE_DEV_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 SECRET_KEY = env.string("SECRET_KEY", "")
 if not SECRET_KEY:

@@ -224,11 +224,10 @@ class Daemon:
         done = threading.Event()
 
         def beat() -> None:
+            # Every beat on its own, as _start_heartbeat's: a database outage must not end the beats.
             try:
                 while not done.wait(max(self.config.idle_tick_seconds, 1.0)):
-                    services.worker_heartbeat(name=self.config.worker_name)
-            except Exception:  # noqa: BLE001 - a missed heartbeat only makes the row look stale
-                logger.exception("loading heartbeat failed")
+                    self._db("worker heartbeat", lambda: services.worker_heartbeat(name=self.config.worker_name))
             finally:
                 connection.close()
 

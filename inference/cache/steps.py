@@ -7,8 +7,13 @@ from typing import Any
 import torch
 
 from inference.cache.attention import AttentionCache, AttentionCachePlan
-
-CACHE_METHODS: tuple[str, ...] = ("none", "attention", "dbcache")
+from videojobs.params import (
+    ATTENTIONCACHE_DEFAULTS,
+    CACHE_METHODS,
+    CACHE_THRESHOLD_DEFAULT,
+    CACHE_THRESHOLD_MAX,
+    CACHE_THRESHOLD_MIN,
+)
 
 
 @dataclass(frozen=True)
@@ -16,16 +21,18 @@ class CacheRequest:
     """A job's cache choice (the API's use_attentioncache / cache_method and their fields)."""
 
     method: str = "none"
-    start_step: int = 12
-    interval: int = 4
-    end_step: int = 37
-    threshold: float = 0.08  # dbcache: relative change of the first blocks' residual under which a step is reused
+    start_step: int = ATTENTIONCACHE_DEFAULTS["start_step"]
+    interval: int = ATTENTIONCACHE_DEFAULTS["attentioncache_interval"]
+    end_step: int = ATTENTIONCACHE_DEFAULTS["end_step"]
+    # dbcache: relative change of the first blocks' residual under which a step is reused
+    threshold: float = CACHE_THRESHOLD_DEFAULT
 
     def __post_init__(self) -> None:
         if self.method not in CACHE_METHODS:
             raise ValueError(f"cache method must be one of {', '.join(CACHE_METHODS)}, got {self.method!r}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"cache_threshold must be in [0, 1], got {self.threshold}")
+        if not CACHE_THRESHOLD_MIN <= self.threshold <= CACHE_THRESHOLD_MAX:
+            raise ValueError(f"cache_threshold must be in [{CACHE_THRESHOLD_MIN:g}, {CACHE_THRESHOLD_MAX:g}], "
+                             f"got {self.threshold}")
 
 
 class StepCaches:
@@ -35,11 +42,10 @@ class StepCaches:
         self.attention = AttentionCache.install(transformer)
         self.adaptive = adaptive  # inference.cache.adaptive.AdaptiveCache, when available
         self.request = CacheRequest()
-        self.steps = 0
 
     def begin(self, request: CacheRequest, steps: int, *, guidance: bool) -> list[str]:
         """Start a job; returns the warnings for its status document."""
-        self.request, self.steps = request, steps
+        self.request = request
         plan = None
         if request.method == "attention":
             plan = AttentionCachePlan(start_step=request.start_step, interval=request.interval,

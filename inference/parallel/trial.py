@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from inference.parallel.topology import TopologyRequest, build_meshes, resolve_topology
+from videojobs import params as P
 
 _SWITCHES = {
     "ULYSSES_SIZE": ("ulysses_size", int),
@@ -67,11 +68,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--count-bytes", action="store_true", help="count bytes handed to collectives per step")
-    parser.add_argument("--cache-method", default="none", choices=("none", "attention", "dbcache"))
-    parser.add_argument("--cache-start", type=int, default=12)
-    parser.add_argument("--cache-interval", type=int, default=4)
-    parser.add_argument("--cache-end", type=int, default=37)
-    parser.add_argument("--cache-threshold", type=float, default=0.08)
+    parser.add_argument("--cache-method", default="none", choices=P.CACHE_METHODS)
+    parser.add_argument("--cache-start", type=int, default=P.ATTENTIONCACHE_DEFAULTS["start_step"])
+    parser.add_argument("--cache-interval", type=int, default=P.ATTENTIONCACHE_DEFAULTS["attentioncache_interval"])
+    parser.add_argument("--cache-end", type=int, default=P.ATTENTIONCACHE_DEFAULTS["end_step"])
+    parser.add_argument("--cache-threshold", type=float, default=P.CACHE_THRESHOLD_DEFAULT)
     return parser.parse_args()
 
 
