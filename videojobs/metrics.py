@@ -25,14 +25,6 @@ from videojobs.models import JobStatus
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-SECONDS_BUCKETS = selectors.SECONDS_BUCKETS
-STEP_SECONDS_BUCKETS = selectors.STEP_SECONDS_BUCKETS
-FRAME_BUCKETS = selectors.FRAME_BUCKETS
-INFER_STEP_BUCKETS = selectors.INFER_STEP_BUCKETS
-
-
-def _label(value: object) -> str:
-    return "unknown" if value is None or value == "" else str(value)
 
 
 def _gauge(name: str, documentation: str, values: dict, label: str | None = None) -> GaugeMetricFamily:
@@ -40,18 +32,15 @@ def _gauge(name: str, documentation: str, values: dict, label: str | None = None
         return GaugeMetricFamily(name, documentation, value=values)
     family = GaugeMetricFamily(name, documentation, labels=[label])
     for key, value in values.items():
-        family.add_metric([_label(key)], value)
+        family.add_metric([selectors.metric_label(key)], value)
     return family
-
-
-def _histogram(name: str, documentation: str, labels: Sequence[str]) -> HistogramMetricFamily:
-    return HistogramMetricFamily(name, documentation, labels=list(labels))
 
 
 def _add_series(family: HistogramMetricFamily, labels: Sequence[object], bounds: Sequence[float],
                 counts: selectors.BucketCounts) -> None:
     buckets = [(floatToGoString(bound), n) for bound, n in zip(bounds, counts.cumulative)]
-    family.add_metric([_label(value) for value in labels], [*buckets, ("+Inf", counts.count)], counts.sum)
+    family.add_metric([selectors.metric_label(value) for value in labels], [*buckets, ("+Inf", counts.count)],
+                      counts.sum)
 
 
 class VideogenCollector(Collector):
@@ -97,7 +86,8 @@ class VideogenCollector(Collector):
         age = GaugeMetricFamily("videogen_worker_heartbeat_age_seconds", "Seconds since the daemon's last heartbeat.",
                                 labels=["name"])
         for row in rows:
-            info.add_metric([row["name"], _label(row["device"]), str(row["world_size"]), row["state"]], 1)
+            info.add_metric([row["name"], selectors.metric_label(row["device"]), str(row["world_size"]), row["state"]],
+                            1)
             done.add_metric([row["name"]], row["jobs_done"])
             age.add_metric([row["name"]], row["heartbeat_age_seconds"])
         yield from (info, done, age)
@@ -120,11 +110,11 @@ class VideogenCollector(Collector):
         series = selectors.add_series(selectors.history_series(), selectors.metric_totals())
         for name, (documentation, labels, bounds) in HISTORIES.items():
             if bounds is None:
-                family = CounterMetricFamily(name[: -len("_total")], documentation, labels=list(labels))
+                family = CounterMetricFamily(name, documentation, labels=list(labels))
                 for values, counts in sorted(series.get(name, {}).items()):
                     family.add_metric(list(values), counts.count)
             else:
-                family = _histogram(name, documentation, labels)
+                family = HistogramMetricFamily(name, documentation, labels=list(labels))
                 for values, counts in sorted(series.get(name, {}).items()):
                     _add_series(family, values, bounds, counts)
             yield family
@@ -133,14 +123,16 @@ class VideogenCollector(Collector):
 # name -> (help, label names, bucket bounds or None for a counter), in exposition order.
 HISTORIES: dict[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
     "videogen_job_queue_wait_seconds": ("Finished jobs that ran: submit to last start.", ("resolution", "status"),
-                                        SECONDS_BUCKETS),
+                                        selectors.SECONDS_BUCKETS),
     "videogen_job_duration_seconds": ("Finished jobs that ran: last start to end.", ("resolution", "status"),
-                                      SECONDS_BUCKETS),
-    "videogen_job_frames": ("Finished jobs: num_frames asked for.", ("resolution",), FRAME_BUCKETS),
-    "videogen_job_infer_steps": ("Finished jobs: infer_steps asked for.", ("resolution",), INFER_STEP_BUCKETS),
+                                      selectors.SECONDS_BUCKETS),
+    "videogen_job_frames": ("Finished jobs: num_frames asked for.", ("resolution",), selectors.FRAME_BUCKETS),
+    "videogen_job_infer_steps": ("Finished jobs: infer_steps asked for.", ("resolution",),
+                                 selectors.INFER_STEP_BUCKETS),
     "videogen_denoising_step_seconds": ("Succeeded jobs: seconds per denoising step.", ("resolution",),
-                                        STEP_SECONDS_BUCKETS),
-    "videogen_job_phase_seconds": ("Finished jobs: seconds spent in each timed phase.", ("phase",), SECONDS_BUCKETS),
+                                        selectors.STEP_SECONDS_BUCKETS),
+    "videogen_job_phase_seconds": ("Finished jobs: seconds spent in each timed phase.", ("phase",),
+                                   selectors.SECONDS_BUCKETS),
     "videogen_input_failures_total": ("Jobs failed because their input image could not be fetched or decoded.",
                                       ("code",), None),
     "videogen_webhook_deliveries_total": ("Webhook deliveries that ended, by event and state (failed: gave up).",

@@ -5,17 +5,28 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Case, CharField, Count, F, FloatField, Func, IntegerField, QuerySet, Sum, Value, When
+from django.db.models import Avg, Case, CharField, Count, F, FloatField, Func, IntegerField, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Greatest, NullIf
+from django.db.models.functions import Cast, Coalesce, Greatest, NullIf
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
-from videojobs.models import UNFINISHED_STATUSES, InferenceWorker, JobPhase, JobStatus, VideoJob, WorkerState
+from videojobs.models import (
+    UNFINISHED_STATUSES,
+    DeliveryState,
+    InferenceWorker,
+    JobPhase,
+    JobStatus,
+    MetricTotal,
+    VideoJob,
+    WebhookDelivery,
+    WorkerState,
+)
 
 REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -123,7 +134,8 @@ def worker_summary(*, now=None, private: bool = True) -> dict[str, Any]:
     now = now or timezone.now()
     fresh = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
     workers = []
-    for index, w in enumerate(InferenceWorker.objects.exclude(state=WorkerState.STOPPED).order_by("pk"), start=1):
+    listed = InferenceWorker.objects.exclude(state=WorkerState.STOPPED).select_related("current_job").order_by("pk")
+    for index, w in enumerate(listed, start=1):
         alive = w.heartbeat_at >= fresh
         worker = {
             "name": w.name,
@@ -192,10 +204,6 @@ def acceleration_summary(*, result: dict[str, Any] | None) -> str:
 
 def acceleration_stats() -> dict[str, Any]:
     """Finished jobs by cache method and attention backend, and what they reused, for /metrics."""
-    from django.db.models import IntegerField, Sum
-    from django.db.models.fields.json import KT
-    from django.db.models.functions import Cast, Coalesce
-
     succeeded = VideoJob.objects.filter(status=JobStatus.SUCCEED, result__has_key="acceleration")
     by_method = {
         row["method"]: row["n"]
@@ -206,16 +214,20 @@ def acceleration_stats() -> dict[str, Any]:
         for row in succeeded.values(backend=KT("result__acceleration__attention_backend")).annotate(n=Count("id"))
     }
 
-    def total(path: str) -> int:
-        value = succeeded.aggregate(v=Coalesce(Sum(Cast(KT(path), IntegerField())), 0))["v"]
-        return int(value)
-
+    # Every total in one aggregate query.
+    paths = {
+        **{f"reused_{p}": f"result__acceleration__cache__reused__{p}" for p in ("cond", "uncond")},
+        **{f"skipped_{p}": f"result__acceleration__cache__skipped_blocks__{p}" for p in ("cond", "uncond")},
+        "prompt_cache_hits": "result__acceleration__prompt_cache_hits",
+    }
+    totals = succeeded.aggregate(**{name: Coalesce(Sum(Cast(KT(path), IntegerField())), 0)
+                                    for name, path in paths.items()})
     return {
         "jobs_by_cache_method": by_method,
         "jobs_by_attention_backend": by_backend,
-        "attention_outputs_reused": {p: total(f"result__acceleration__cache__reused__{p}") for p in ("cond", "uncond")},
-        "blocks_skipped": {p: total(f"result__acceleration__cache__skipped_blocks__{p}") for p in ("cond", "uncond")},
-        "prompt_cache_hits": total("result__acceleration__prompt_cache_hits"),
+        "attention_outputs_reused": {p: int(totals[f"reused_{p}"]) for p in ("cond", "uncond")},
+        "blocks_skipped": {p: int(totals[f"skipped_{p}"]) for p in ("cond", "uncond")},
+        "prompt_cache_hits": int(totals["prompt_cache_hits"]),
     }
 
 
@@ -350,7 +362,8 @@ INFER_STEP_BUCKETS: tuple[float, ...] = (4, 10, 20, 30, 40, 50, 75, 100)
 Series = dict[str, dict[tuple[str, ...], BucketCounts]]
 
 
-def _label(value: object) -> str:
+def metric_label(value: object) -> str:
+    """A Prometheus label value: "unknown" for a missing one."""
     return "unknown" if value is None or value == "" else str(value)
 
 
@@ -361,7 +374,7 @@ def history_series(*, jobs: QuerySet | None = None) -> Series:
     series: Series = {}
 
     def put(name: str, labels: tuple, counts: BucketCounts) -> None:
-        series.setdefault(name, {})[tuple(_label(v) for v in labels)] = counts
+        series.setdefault(name, {})[tuple(metric_label(v) for v in labels)] = counts
 
     def counter(n: int) -> BucketCounts:
         return BucketCounts(cumulative=(), count=int(n), sum=0.0)
@@ -400,16 +413,12 @@ def add_series(a: Series, b: Series) -> Series:
 
 def pending_webhook_deliveries() -> dict[str, int]:
     """Deliveries not yet delivered nor given up, by event."""
-    from videojobs.models import DeliveryState, WebhookDelivery
-
     rows = WebhookDelivery.objects.filter(state=DeliveryState.PENDING).values("event").annotate(n=Count("id"))
     return {row["event"]: row["n"] for row in rows.order_by()}
 
 
 def metric_totals() -> Series:
     """What the history sweep carried over from the jobs it deleted (MetricTotal)."""
-    from videojobs.models import MetricTotal
-
     series: Series = {}
     for row in MetricTotal.objects.all():
         series.setdefault(row.name, {})[tuple(row.labels)] = BucketCounts(
@@ -475,8 +484,6 @@ def worker_metric_rows(*, now=None, private: bool) -> list[dict[str, Any]]:
 def webhook_delivery_stats(*, jobs: QuerySet | None = None) -> tuple[dict[tuple[str, str], int], int]:
     """Webhook deliveries by (event, state), and the attempts that did not succeed: every attempt
     of a pending or failed (given up) delivery, all but the last of a delivered one."""
-    from videojobs.models import DeliveryState, WebhookDelivery
-
     unsuccessful = Case(
         When(state=DeliveryState.DELIVERED, then=Greatest(F("attempts") - Value(1), Value(0))),
         default=F("attempts"),
@@ -496,6 +503,16 @@ def expired_video_reason(*, request_id: str, owner: str) -> str | None:
     """Why a finished job's video is gone (the disk quota deleted it), or None."""
     result = VideoJob.objects.filter(request_id=request_id, owner=owner).values_list("result", flat=True).first() or {}
     return result.get("expired_reason") if result.get("expired") else None
+
+
+def has_video(*, job: VideoJob) -> bool:
+    """The job succeeded and its video was not deleted since (quota sweep, an operator)."""
+    return job.status == JobStatus.SUCCEED and not (job.result or {}).get("expired")
+
+
+def video_path(*, job: VideoJob) -> Path:
+    """Where a succeeded job's video is (or was) stored."""
+    return Path(settings.OUTPUT_DIR) / ((job.result or {}).get("video_file") or f"{job.request_id}.mp4")
 
 
 def video_url_for(*, request_id: str) -> str:
@@ -563,7 +580,7 @@ def list_jobs(*, owner: str, status: str | None = None):
 
 def job_summary(*, job: VideoJob) -> dict[str, Any]:
     """One row of /video/jobs: enough to list and pick a job, without its queue place."""
-    finished_video = job.status == JobStatus.SUCCEED and not (job.result or {}).get("expired")
+    finished_video = has_video(job=job)
     return {
         "requestId": job.request_id,
         "status": job.status,
@@ -584,8 +601,6 @@ def job_summary(*, job: VideoJob) -> dict[str, Any]:
 
 def worker_mean_seconds() -> dict[str, float]:
     """Each worker's mean seconds per succeeded job (its last start to its end), in one query."""
-    from django.db.models import Avg
-
     rows = (
         VideoJob.objects.filter(status=JobStatus.SUCCEED, started_at__isnull=False, finished_at__isnull=False)
         .exclude(worker="")

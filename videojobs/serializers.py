@@ -7,10 +7,9 @@ from django.conf import settings
 from rest_framework import serializers
 
 from videojobs import params as P
-
+from videojobs.models import JobStatus, WebhookEvent
 
 IDEMPOTENCY_KEY_MAX_CHARS = 128
-WEBHOOK_EVENTS = ["completed", "started", "progress"]
 
 
 def allowed_image_sizes() -> list[str]:
@@ -91,19 +90,15 @@ class SubmitSerializer(serializers.Serializer):
     # Webhooks: the job's status document POSTed to webhook_url, signed (X-Signature).
     webhook_url = serializers.URLField(max_length=2048, required=False, allow_blank=True)
     webhook_events = serializers.ListField(
-        child=serializers.ChoiceField(choices=WEBHOOK_EVENTS), required=False, allow_empty=False, max_length=3,
+        child=serializers.ChoiceField(choices=WebhookEvent.values), required=False, allow_empty=False, max_length=3,
         help_text='which events to send: "completed" (the default: the job ended, whichever way), "started", "progress"',
     )
 
     def validate_image_url(self, value: str) -> str:
-        if urlsplit(value).scheme.lower() not in ("http", "https"):
-            raise serializers.ValidationError("must be an http or https URL")
-        return value
+        return _http_url(value)
 
     def validate_webhook_url(self, value: str) -> str:
-        if value and urlsplit(value).scheme.lower() not in ("http", "https"):
-            raise serializers.ValidationError("must be an http or https URL")
-        return value
+        return _http_url(value) if value else value
 
     def validate_image_size(self, value: str) -> str:
         allowed = allowed_image_sizes()
@@ -148,6 +143,12 @@ class SubmitSerializer(serializers.Serializer):
         return attrs
 
 
+def _http_url(value: str) -> str:
+    if urlsplit(value).scheme.lower() not in ("http", "https"):
+        raise serializers.ValidationError("must be an http or https URL")
+    return value
+
+
 def form_data(post, files) -> dict:
     """A multipart form as the JSON body it stands for: typed fields from their text, the image
     file beside them. Text that is not a number or a boolean is left for the field to refuse."""
@@ -160,13 +161,11 @@ def form_data(post, files) -> dict:
             continue
         value = post.get(name)
         field = fields.get(name)
-        if value == "" and name not in ("prompt", "negative_prompt", "image_url"):
+        if value == "" and name not in ("prompt", "negative_prompt"):
             continue  # an empty optional input means its default
         data[name] = _typed(field, value)
     if "image" in files:
         data["image"] = files["image"]
-    if data.get("image_url") == "":
-        data.pop("image_url")
     return data
 
 
@@ -185,7 +184,7 @@ def _typed(field, value: str):
 
 
 class JobListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["InQueue", "InProgress", "Succeed", "Failed", "Cancelled"],
+    status = serializers.ChoiceField(choices=JobStatus.values,
                                      required=False)
     page = serializers.IntegerField(default=1, min_value=1)
     page_size = serializers.IntegerField(default=20, min_value=1, max_value=100)
@@ -213,7 +212,7 @@ class ErrorSerializer(serializers.Serializer):
 
 class StatusResponseSerializer(serializers.Serializer):
     requestId = serializers.CharField()
-    status = serializers.ChoiceField(choices=["InQueue", "InProgress", "Succeed", "Failed", "Cancelled"])
+    status = serializers.ChoiceField(choices=JobStatus.values)
     reason = serializers.CharField(allow_null=True)
     error_code = serializers.CharField(allow_null=True)
     results = serializers.DictField(allow_null=True)

@@ -933,11 +933,13 @@ def delete_job_output(*, job_id: int) -> bool:
     job = VideoJob.objects.select_for_update().get(pk=job_id)
     if job.status in UNFINISHED_STATUSES:
         raise JobNotFinished(job)
-    if job.status != JobStatus.SUCCEED or (job.result or {}).get("expired"):
+    from videojobs import selectors
+
+    if not selectors.has_video(job=job):
         return False
     result = _expired_result(job.result or {}, reason=OPERATOR_DELETED_REASON)
     VideoJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEED).update(result=result, updated_at=timezone.now())
-    video = Path(settings.OUTPUT_DIR) / ((job.result or {}).get("video_file") or f"{job.request_id}.mp4")
+    video = selectors.video_path(job=job)
     # Only once the row says so: a rolled-back change must find its video still there.
     transaction.on_commit(lambda: video.unlink(missing_ok=True))
     return True
