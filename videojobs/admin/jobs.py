@@ -8,7 +8,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -19,7 +18,9 @@ from django.views.decorators.http import require_POST
 
 from videojobs import selectors, services
 from videojobs.admin.live import (
+    ReadOnlyAdmin,
     compact,
+    excerpt,
     refresh_context,
     seconds_text,
     take_pause_flag,
@@ -88,8 +89,7 @@ JOB_OPERATIONS: dict[str, tuple[str, Callable[[VideoJob], tuple[str, int]], Call
     "cancel": ("Cancel", _cancel, lambda job: job.status in UNFINISHED_STATUSES),
     "requeue": ("Requeue", _requeue, lambda job: job.status in (JobStatus.FAILED, JobStatus.CANCELLED)),
     "retry": ("Retry as a new job", _retry, lambda job: job.status in FINISHED_STATUSES),
-    "delete-output": ("Delete output", _delete_output,
-                      lambda job: job.status == JobStatus.SUCCEED and not (job.result or {}).get("expired")),
+    "delete-output": ("Delete output", _delete_output, lambda job: selectors.has_video(job=job)),
 }
 
 
@@ -152,7 +152,7 @@ class WebhookDeliveryInline(_ReadOnlyInline):
 
 
 @admin.register(VideoJob)
-class VideoJobAdmin(admin.ModelAdmin):
+class VideoJobAdmin(ReadOnlyAdmin):
     list_display = ("request_id", "status", "phase", "progress_bar", "prompt_excerpt", "owner", "created_at",
                     "duration_display", "attempt", "worker", "acceleration_display")
     list_filter = ("status", "phase", WorkerFilter, OwnerFilter, ("created_at", admin.DateFieldListFilter))
@@ -178,13 +178,6 @@ class VideoJobAdmin(admin.ModelAdmin):
         ("Client", {"fields": ("owner", "idempotency_key", "webhook_url", "webhook_events")}),
     )
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        # Detail pages are read-only; state changes go through the actions.
-        return False
-
     def has_delete_permission(self, request, obj=None) -> bool:
         return request.user.is_superuser
 
@@ -196,24 +189,23 @@ class VideoJobAdmin(admin.ModelAdmin):
                                    reason="jobs are unfinished")
         return super().changelist_view(request, {**(extra_context or {}), "refresh": refresh})
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The job the change view already loaded: its page refreshes while it runs.
         paused = take_pause_flag(request)
-        job = self.get_object(request, unquote(object_id))
-        context = dict(extra_context or {})
-        if job is not None:
-            context["refresh"] = refresh_context(request, live=job.status in UNFINISHED_STATUSES, paused=paused,
+        if obj is not None:
+            context["refresh"] = refresh_context(request, live=obj.status in UNFINISHED_STATUSES, paused=paused,
                                                   reason="the job is unfinished")
             context["job_actions"] = [
-                {"label": label, "url": reverse(f"admin:videojobs_videojob_{name}", args=[job.pk]), "name": name}
-                for name, (label, _, applies) in JOB_OPERATIONS.items() if applies(job)
+                {"label": label, "url": reverse(f"admin:videojobs_videojob_{name}", args=[obj.pk]), "name": name}
+                for name, (label, _, applies) in JOB_OPERATIONS.items() if applies(obj)
             ]
-        return super().change_view(request, object_id, form_url, context)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     # --- columns and fields ---
 
     @admin.display(description="prompt")
     def prompt_excerpt(self, job: VideoJob) -> str:
-        return job.prompt if len(job.prompt) <= 60 else job.prompt[:57] + "..."
+        return excerpt(job.prompt, 60)
 
     @admin.display(description="progress")
     def progress_bar(self, job: VideoJob) -> str:
@@ -298,10 +290,13 @@ class VideoJobAdmin(admin.ModelAdmin):
     # --- files and the detail page's buttons ---
 
     def get_urls(self):
-        def staff(view, route: str, name: str):
-            return path(f"<int:job_id>/{route}", self.admin_site.admin_view(view), name=f"videojobs_videojob_{name}")
+        def staff(view, route: str, name: str, cacheable: bool = False):
+            return path(f"<int:job_id>/{route}", self.admin_site.admin_view(view, cacheable=cacheable),
+                        name=f"videojobs_videojob_{name}")
 
-        extra = [staff(self.input_image_view, "input.png", "input"), staff(self.video_view, "video.mp4", "video")]
+        # The input image never changes: a live job page reloading every few seconds reuses it.
+        extra = [staff(self.input_image_view, "input.png", "input", cacheable=True),
+                 staff(self.video_view, "video.mp4", "video")]
         extra += [staff(self._operation_view(name), f"{name}/", name) for name in JOB_OPERATIONS]
         return extra + super().get_urls()
 
@@ -309,14 +304,15 @@ class VideoJobAdmin(admin.ModelAdmin):
         job = VideoJob.objects.filter(pk=job_id).only("input_image").first()
         if job is None or not job.input_image:
             raise Http404("no input image")
-        return self._file(Path(settings.MEDIA_ROOT) / job.input_image, "image/png")
+        response = self._file(Path(settings.MEDIA_ROOT) / job.input_image, "image/png")
+        response["Cache-Control"] = "private, max-age=86400"
+        return response
 
     def video_view(self, request, job_id: int):
-        job = VideoJob.objects.filter(pk=job_id, status=JobStatus.SUCCEED).only("request_id", "result").first()
-        if job is None or (job.result or {}).get("expired"):
+        job = VideoJob.objects.filter(pk=job_id).only("request_id", "status", "result").first()
+        if job is None or not selectors.has_video(job=job):
             raise Http404("no video")
-        name = (job.result or {}).get("video_file") or f"{job.request_id}.mp4"
-        return self._file(Path(settings.OUTPUT_DIR) / name, "video/mp4")
+        return self._file(selectors.video_path(job=job), "video/mp4")
 
     @staticmethod
     def _file(file: Path, content_type: str) -> FileResponse:

@@ -1,11 +1,29 @@
-"""What makes the admin live: the reload of a page while something runs, and the short texts
-its pages show of the daemon's results."""
+"""What the admin's pages share: read-only pages, the reload of a page while something runs,
+and the short texts its pages show of the daemon's results."""
 from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import admin
 from django.utils import timezone
 from django.utils.timesince import timesince
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the services write: nobody adds or edits them here; state changes go through the
+    admin's actions, each calling a service."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def excerpt(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, "..." marking the cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 # Seconds between reloads of a live page: the job list, an unfinished job, the workers.
 REFRESH_SECONDS = 3

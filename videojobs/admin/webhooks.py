@@ -9,6 +9,8 @@ from django.utils.html import format_html, format_html_join
 
 from videojobs import services
 from videojobs.admin.live import (
+    ReadOnlyAdmin,
+    excerpt,
     seconds_text,
 )
 from videojobs.models import (
@@ -17,7 +19,7 @@ from videojobs.models import (
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ("job_link", "event", "url", "state", "attempts", "last_status_code", "last_error_excerpt",
                     "created_at", "delivered_at")
     list_filter = ("state", "event")
@@ -27,12 +29,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     fields = readonly_fields = ("job_link", "event", "url", "state", "attempts", "next_attempt_at", "last_attempt_at",
                                 "last_status_code", "last_error", "created_at", "delivered_at", "attempt_log",
                                 "payload_json")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return request.user.is_superuser
@@ -44,8 +40,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="last error")
     def last_error_excerpt(self, delivery: WebhookDelivery) -> str:
-        error = delivery.last_error
-        return error if len(error) <= 80 else error[:77] + "..."
+        return excerpt(delivery.last_error, 80)
 
     @admin.display(description="attempts log")
     def attempt_log(self, delivery: WebhookDelivery) -> str:

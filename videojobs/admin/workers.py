@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from videojobs import selectors
 from videojobs.admin.live import (
+    ReadOnlyAdmin,
     age_text,
     refresh_context,
     take_pause_flag,
@@ -36,18 +37,12 @@ class WorkerChangeList(ChangeList):
 
 
 @admin.register(InferenceWorker)
-class InferenceWorkerAdmin(admin.ModelAdmin):
+class InferenceWorkerAdmin(ReadOnlyAdmin):
     list_display = ("name", "topology_display", "device", "model_display", "state_display", "current_job_link",
                     "heartbeat_age", "jobs_done", "mean_seconds_display")
     list_filter = ("state", "host")
     list_select_related = ("current_job",)
     readonly_fields = [f.name for f in InferenceWorker._meta.fields] + ["mean_seconds_display"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_changelist(self, request, **kwargs):
         return WorkerChangeList

@@ -49,9 +49,7 @@ class BoundInput:
 
 def _frames_range() -> tuple[int, int]:
     """The first and last 4k+1 frame counts inside the API's range."""
-    first = P.NUM_FRAMES_MIN + (1 - P.NUM_FRAMES_MIN) % 4
-    last = P.NUM_FRAMES_MAX - (P.NUM_FRAMES_MAX - 1) % 4
-    return first, last
+    return P.nearest_valid_num_frames(P.NUM_FRAMES_MIN)[1], P.nearest_valid_num_frames(P.NUM_FRAMES_MAX)[0]
 
 
 def inputs() -> list[Input]:

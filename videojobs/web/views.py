@@ -23,7 +23,7 @@ from rest_framework.exceptions import ValidationError
 
 from videojobs import selectors, services
 from videojobs.auth import page_owner
-from videojobs.models import FINISHED_STATUSES, UNFINISHED_STATUSES, JobPhase, JobStatus, VideoJob
+from videojobs.models import FINISHED_STATUSES, UNFINISHED_STATUSES, JobStatus, VideoJob
 from videojobs.serializers import SubmitSerializer, form_data
 from videojobs.views import submit_validated
 from videojobs.web import form
@@ -140,7 +140,6 @@ def _panel_context(job: VideoJob) -> dict:
         "doc": document,
         "label": "Cancelling" if document["cancel_requested"] and job.status == JobStatus.IN_PROGRESS
         else STATUS_LABELS.get(job.status, job.status),
-        "phase_label": JobPhase(job.phase).label if job.phase in JobPhase.values else job.phase,
         "percent": round(document["progress"] * 100),
         "eta": None if eta is None else (f"{eta:.0f} s" if eta < 90 else f"{eta / 60:.0f} min"),
         "finished": job.status in FINISHED_STATUSES,
@@ -178,15 +177,14 @@ def _render_job(request: HttpRequest, request_id: str, owner: str, template: str
 def job_cancel(request: HttpRequest, request_id: str, *, owner: str) -> HttpResponse:
     notice = ""
     try:
-        selectors.get_job(request_id=request_id, owner=owner)
-        services.request_cancel(request_id=request_id, owner=owner)
+        job = services.request_cancel(request_id=request_id, owner=owner)  # another owner's: DoesNotExist
     except VideoJob.DoesNotExist:
         return _not_found(request)
     except services.JobAlreadyFinished as finished:
-        notice = f"Too late to cancel: the job already ended as {finished.job.status}."
+        job = finished.job
+        notice = f"Too late to cancel: the job already ended as {job.status}."
     if not request.headers.get("HX-Request"):
         return redirect("page-job", request_id=request_id)  # the form without JavaScript
-    job = selectors.get_job_for_status(request_id=request_id, owner=owner)
     return render(request, "jobs/_panel.html", {**_panel_context(job), "notice": notice})
 
 
