@@ -42,7 +42,11 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
+from config import embedded_db  # noqa: E402
 from config.service import web_command  # noqa: E402
+
+# DATABASE_URL unset: the settings only name the embedded Postgres; the bench's databases live on it.
+embedded_db.start_if_configured()
 
 
 @dataclass

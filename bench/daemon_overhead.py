@@ -27,15 +27,14 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from config import embedded_db  # noqa: E402
+
 
 def scratch_database_url() -> str:
     import psycopg
 
-    base = os.environ.get("DATABASE_URL")
-    if not base:
-        from config.embedded_db import embedded_database_url
-
-        base = embedded_database_url(ROOT / "var" / "pgdata")
+    # DATABASE_URL unset: the embedded Postgres of var/pgdata, started here unless it runs.
+    base = os.environ.get("DATABASE_URL") or embedded_db.ensure_running(ROOT / "var" / "pgdata")
     with psycopg.connect(base, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'videogen_bench'").fetchone():
             conn.execute("CREATE DATABASE videogen_bench")
@@ -70,7 +69,7 @@ def main() -> None:
     from django.core.management import call_command
     from PIL import Image
 
-    from videojobs import selectors, services
+    from videojobs import services
     from videojobs.models import VideoJob
 
     call_command("migrate", verbosity=0)
@@ -123,7 +122,7 @@ def main() -> None:
         n = 200
         for step in range(n):
             services.report_progress(job_id=claimed_like.pk, attempt=claimed_like.attempt, phase="denoising", step=step, total_steps=n)
-            selectors.is_cancel_requested(job_id=claimed_like.pk)
+            services.is_cancel_requested(job_id=claimed_like.pk)
         per_step_db = (time.perf_counter() - started) / n
         VideoJob.objects.filter(pk=claimed_like.pk).update(status="Succeed")
     finally:

@@ -1,7 +1,7 @@
 """What each rank sends, per denoising step and per job, in every parallel mode.
 
 1. Measured: the tiny random-weight model on 2 and 4 CPU ranks over gloo, through
-   ``inference.parallel.trial --count-bytes`` (real torchrun, the job's own loop); each mode's
+   ``inference.trial --count-bytes`` (real torchrun, the job's own loop); each mode's
    bytes per rank per denoising step next to the traffic model's formula
    (``inference.parallel.traffic.step_traffic``), which must agree.
 2. Projected: the same formula with the real Wan2.1-I2V-14B DiT (built on the meta device,
@@ -55,7 +55,7 @@ TOKENS = {"480p": 21 * 30 * 52, "720p": 21 * 45 * 80}  # 81 frames -> 21 latent 
 
 def _trial(ckpt: Path, out: Path, nproc: int, cases: dict[str, str]) -> None:
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "inference.parallel.trial", "--ckpt", str(ckpt), "--out", str(out), "--count-bytes"]
+            "-m", "inference.trial", "--ckpt", str(ckpt), "--out", str(out), "--count-bytes"]
     for index, switches in enumerate(cases.values()):
         argv += ["--case", f"c{nproc}_{index}:{switches}"]
     subprocess.run(argv, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,

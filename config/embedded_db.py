@@ -1,14 +1,15 @@
 """The embedded Postgres used when DATABASE_URL is unset.
 
-pgserver ships real PostgreSQL binaries in a wheel. Two ways to run them:
+pgserver ships real PostgreSQL binaries in a wheel. The settings only name the server
+(``database_url``: its Unix socket in the data folder) and never start it; what needs it does:
 
 - **Supervised** (``make run`` and ``scripts/start_service.sh``): the supervisor runs the
   postmaster as its own child (``EmbeddedPostgres``), restarts it if it dies, and takes it
-  down with everything else. Settings then only compute the URL (EMBEDDED_DB_SUPERVISED=1,
-  set by manage.py for ``run_service``): importing them starts nothing.
-- **On demand** (tests, ``manage.py shell``, benchmarks): importing the settings starts the
-  server once per data folder (pgserver, detached) and later processes share it; whoever
-  started it may stop it (the test session does).
+  down with everything else.
+- **On demand** (``start_if_configured``: manage.py's commands that need a database, the WSGI
+  and ASGI entries run standalone, the test session, the benchmarks): the server is started once
+  per data folder (pgserver, detached) and later processes share it; whoever started it may
+  stop it (the test session does).
 
 Never SQLite: the queue relies on ``FOR UPDATE SKIP LOCKED`` and ``LISTEN/NOTIFY``.
 """
@@ -21,10 +22,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from django.conf import settings
+
 # Whether this process started the server (rather than finding it running): whoever started
 # it may stop it when done (the test session does; `make run` always stops it).
 STARTED_HERE = False
-SUPERVISED_ENV = "EMBEDDED_DB_SUPERVISED"
+# Every platform's sun_path holds a socket path this long (Linux 108 bytes, macOS 104).
+_SOCKET_PATH_MAX = 103
 
 
 def _quiet_pgserver():
@@ -45,30 +49,55 @@ def _lock(data_dir: Path):
 
 
 def socket_dir(data_dir: Path) -> Path:
-    """Where the server's Unix socket lives (pgserver's rule: the data folder if short enough)."""
+    """Where the server's Unix socket lives: pgserver's rule (the data folder if its path is short
+    enough), on the resolved path as pgserver sees it. Touches nothing for a short path."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    if len(os.fsencode(data_dir / ".s.PGSQL.5432")) <= _SOCKET_PATH_MAX:
+        return data_dir
+    # Longer: pgserver's own probe (a bind in the folder, or a folder named by its inode).
+    _quiet_pgserver()
     from pgserver.postgres_server import PostgresServer
     from pgserver.utils import find_suitable_socket_dir
 
+    data_dir.mkdir(parents=True, exist_ok=True)
     return find_suitable_socket_dir(data_dir, PostgresServer.runtime_path)
 
 
-def embedded_database_url(data_dir: Path) -> str:
+def database_url(data_dir: Path) -> str:
+    """The embedded server's URL (the settings' DATABASE_URL when it is unset). Starts nothing."""
+    return f"postgresql://postgres:@/postgres?host={socket_dir(data_dir)}"
+
+
+def ensure_running(data_dir: Path) -> str:
+    """Start the server on ``data_dir`` unless it runs (initialising a new folder); its URL."""
     global STARTED_HERE
     pgserver = _quiet_pgserver()
+    data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    if os.environ.get(SUPERVISED_ENV) == "1":
-        return f"postgresql://postgres:@/postgres?host={socket_dir(data_dir)}"
     # web, qcluster and the daemon may start at the same moment: one initdb, one postmaster.
     with _lock(data_dir) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        running = (data_dir / "postmaster.pid").exists()
+        running = _postmaster_alive(data_dir)
         server = pgserver.get_server(str(data_dir), cleanup_mode=None)
-        STARTED_HERE = not running
+        STARTED_HERE = STARTED_HERE or not running
         return server.get_uri()
+
+
+def start_if_configured() -> None:
+    """Start the embedded Postgres the settings name, if they name one (DATABASE_URL unset)."""
+    if getattr(settings, "EMBEDDED_DB", False):
+        ensure_running(settings.EMBEDDED_DB_DIR)
+
+
+def stop_if_started_here() -> None:
+    """Stop the settings' embedded Postgres if this process started it (the test session's end)."""
+    if getattr(settings, "EMBEDDED_DB", False) and STARTED_HERE:
+        stop_embedded_database(settings.EMBEDDED_DB_DIR)
 
 
 def stop_embedded_database(data_dir: Path) -> None:
     """Fast shutdown of an on-demand server, if one runs on ``data_dir``."""
+    _quiet_pgserver()
     from pgserver._commands import pg_ctl  # the same helper pgserver starts it with
 
     if not (data_dir / "postmaster.pid").exists():
@@ -101,7 +130,7 @@ class EmbeddedPostgres:
         # 2. The postmaster, listening on its Unix socket only.
         sockets = socket_dir(self.data_dir)
         user = server.system_user
-        if user is not None and sockets != self.data_dir:
+        if user is not None and sockets != self.data_dir.resolve():
             from pgserver.utils import ensure_prefix_permissions
 
             ensure_prefix_permissions(sockets)
@@ -145,10 +174,7 @@ class EmbeddedPostgres:
     def _stop_unsupervised_server(self) -> None:
         # A server started on demand (a manage.py command, a test run) holds the folder: the
         # supervisor takes over. The supervisor's own lock guarantees it is not another's.
-        import psutil
-
-        lines = _postmaster_lines(self.data_dir)
-        if lines and lines[0].isdigit() and psutil.pid_exists(int(lines[0])):
+        if _postmaster_alive(self.data_dir):
             stop_embedded_database(self.data_dir)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -185,6 +211,14 @@ def _postmaster_lines(data_dir: Path) -> list[str]:
         return (data_dir / "postmaster.pid").read_text().splitlines()
     except OSError:
         return []
+
+
+def _postmaster_alive(data_dir: Path) -> bool:
+    """A postmaster.pid whose process lives (a killed server leaves its file behind)."""
+    import psutil
+
+    lines = _postmaster_lines(data_dir)
+    return bool(lines) and lines[0].isdigit() and psutil.pid_exists(int(lines[0]))
 
 
 def _session_alive(session_id: int) -> bool:

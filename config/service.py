@@ -30,6 +30,9 @@ import psutil
 from django.conf import settings
 from django.core.management import call_command
 
+from config.embedded_db import EmbeddedPostgres
+from videojobs.schedules import ensure_schedules
+
 logger = logging.getLogger("service")
 
 SHUTDOWN_GRACE_SECONDS = 30
@@ -86,8 +89,6 @@ def prepare() -> None:
         return
     call_command("migrate", interactive=False, verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)
-    from videojobs.schedules import ensure_schedules
-
     ensure_schedules()
 
 
@@ -182,8 +183,7 @@ def run() -> int:
         signal.signal(sig, on_signal)
     database = None
     if settings.EMBEDDED_DB:
-        from config.embedded_db import EmbeddedPostgres
-
+        # The settings only name it: the supervisor runs it as its child (DATABASE_URL unset).
         database = EmbeddedPostgres(settings.EMBEDDED_DB_DIR)
         # SIGINT: Postgres's fast shutdown, if the supervisor dies without stopping it.
         database.start(preexec_fn=functools.partial(die_with_parent, signal.SIGINT, os.getpid()))

@@ -6,7 +6,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config import env
+from config import embedded_db, env
 from config.logging import LOG_FORMATS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "videojobs.api_errors.BodySizeLimitMiddleware",
+    "videojobs.api.errors.BodySizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -84,13 +84,12 @@ TEMPLATES = [
 # --- database: Postgres only ----------------------------------------------------------
 DATABASE_URL = env.string("DATABASE_URL", "")
 EMBEDDED_DB_DIR = Path(env.string("EMBEDDED_DB_DIR", str(VAR_DIR / "pgdata")))
-if not DATABASE_URL:
-    from config.embedded_db import embedded_database_url
-
-    DATABASE_URL = embedded_database_url(EMBEDDED_DB_DIR)
-    EMBEDDED_DB = True
-else:
-    EMBEDDED_DB = False
+# Unset: the embedded Postgres of EMBEDDED_DB_DIR, named here, never started here: `make run`
+# supervises it, and manage.py's commands, the WSGI/ASGI entries and the tests start it on demand
+# (config.embedded_db.start_if_configured).
+EMBEDDED_DB = not DATABASE_URL
+if EMBEDDED_DB:
+    DATABASE_URL = embedded_db.database_url(EMBEDDED_DB_DIR)
 try:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 except ValueError as exc:
@@ -235,12 +234,12 @@ Q_CLUSTER = {
 # --- DRF and OpenAPI ------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PARSER_CLASSES": ["videojobs.parsers.GuardedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["videojobs.api.parsers.GuardedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_AUTHENTICATION_CLASSES": ["videojobs.auth.BearerAPIKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["videojobs.auth.KeyRequiredWhenConfigured"],
-    "EXCEPTION_HANDLER": "videojobs.api_errors.exception_handler",
-    "UNAUTHENTICATED_USER": "videojobs.auth.anonymous",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["videojobs.api.auth.BearerAPIKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["videojobs.api.auth.KeyRequiredWhenConfigured"],
+    "EXCEPTION_HANDLER": "videojobs.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "videojobs.api.auth.anonymous",
     # ?format= selects Prometheus text on /metrics, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
 }

@@ -3,18 +3,18 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from videojobs import views
+from videojobs.api import health, jobs, metrics, videos
 from videojobs.web import views as pages
 
 urlpatterns = [
-    path("video/submit", views.SubmitView.as_view(), name="video-submit"),
-    path("video/status", views.StatusView.as_view(), name="video-status"),
-    path("video/cancel", views.CancelView.as_view(), name="video-cancel"),
-    path("video/jobs", views.JobListView.as_view(), name="video-jobs"),
-    path("video/<str:request_id>", views.JobView.as_view(), name="video-job"),
-    path("health", views.HealthView.as_view(), name="health"),
-    path("metrics", views.MetricsView.as_view(), name="metrics"),
-    path("videos/<str:request_id>.mp4", views.VideoFileView.as_view(), name="video-file"),
+    path("video/submit", jobs.SubmitView.as_view(), name="video-submit"),
+    path("video/status", jobs.StatusView.as_view(), name="video-status"),
+    path("video/cancel", jobs.CancelView.as_view(), name="video-cancel"),
+    path("video/jobs", jobs.JobListView.as_view(), name="video-jobs"),
+    path("video/<str:request_id>", jobs.JobView.as_view(), name="video-job"),
+    path("health", health.HealthView.as_view(), name="health"),
+    path("metrics", metrics.MetricsView.as_view(), name="metrics"),
+    path("videos/<str:request_id>.mp4", videos.VideoFileView.as_view(), name="video-file"),
     path("docs/schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),
@@ -29,6 +29,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="page-index"), name="logout"),
 ]
 
-handler400 = "videojobs.api_errors.handler400"
-handler404 = "videojobs.api_errors.handler404"
-handler500 = "videojobs.api_errors.handler500"
+handler400 = "videojobs.api.errors.handler400"
+handler404 = "videojobs.api.errors.handler404"
+handler500 = "videojobs.api.errors.handler500"

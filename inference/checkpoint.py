@@ -15,6 +15,8 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from inference.original_layout import is_original_layout
+
 PIPELINE_CLASS_NAME = "WanImageToVideoPipeline"
 
 # The four neural components, which carry weights and get a dtype each.
@@ -121,8 +123,6 @@ def validate_checkpoint_dir(path: Path | str) -> None:
     if not ckpt_dir.is_dir():
         raise CheckpointError(f"MODEL_CKPT_DIR {ckpt_dir} is not a folder")
     if not (ckpt_dir / "model_index.json").is_file():
-        from inference.convert import is_original_layout
-
         if is_original_layout(ckpt_dir):
             raise CheckpointError(
                 f"MODEL_CKPT_DIR {ckpt_dir} is in the original Wan2.1 layout (Wan2.1_VAE.pth, models_t5_*.pth); "

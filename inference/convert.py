@@ -9,6 +9,8 @@ The original Wan2.1-I2V-14B-720P folder (what the original product's MODEL_CKPT_
     Wan2.1_VAE.pth                                     the VAE
     google/umt5-xxl/                                   the T5 tokenizer
 
+(Those names, and how to tell such a folder, are in ``inference.original_layout``.)
+
 The DiT and the VAE go through diffusers' own single-file converters
 (``convert_wan_transformer_to_diffusers``, ``convert_wan_vae_to_diffusers``); T5 and CLIP,
 which diffusers does not convert (its own script downloads google/umt5-xxl and laion's
@@ -28,33 +30,15 @@ from typing import Any, Callable
 
 import torch
 
-logger = logging.getLogger(__name__)
+from inference.checkpoint import validate_checkpoint_dir
+from inference.original_layout import CLIP_FILE, DIT_STEM, T5_FILE, TOKENIZER_DIR, VAE_FILE, missing_original_files
+from inference.tiny import build_image_processor, build_scheduler
 
-T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
-CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
-VAE_FILE = "Wan2.1_VAE.pth"
-TOKENIZER_DIR = "google/umt5-xxl"
-ORIGINAL_FILES: tuple[str, ...] = (T5_FILE, CLIP_FILE, VAE_FILE, "config.json")
-DIT_STEM = "diffusion_pytorch_model"
+logger = logging.getLogger(__name__)
 
 # Constants of the original models that their files do not record.
 T5_MAX_DISTANCE = 128  # umt5-xxl's relative attention max distance
 CLIP_HEAD_WIDTH = 80  # ViT-H/14: 1280 channels in 16 heads
-
-
-def is_original_layout(folder: Path) -> bool:
-    """True for a folder in the original Wan2.1 layout (and not the diffusers one)."""
-    folder = Path(folder)
-    return (folder / VAE_FILE).is_file() or (folder / T5_FILE).is_file()
-
-
-def missing_original_files(folder: Path) -> list[str]:
-    missing = [name for name in ORIGINAL_FILES if not (folder / name).is_file()]
-    if not list(folder.glob(f"{DIT_STEM}*.safetensors")):
-        missing.append(f"{DIT_STEM}*.safetensors")
-    if not (folder / TOKENIZER_DIR).is_dir():
-        missing.append(f"{TOKENIZER_DIR}/")
-    return missing
 
 
 def _load_pth(path: Path) -> dict[str, torch.Tensor]:
@@ -320,8 +304,6 @@ def _write_small_parts(src: Path, staging: Path) -> None:
     import diffusers
     from transformers import AutoTokenizer
 
-    from inference.tiny import build_image_processor, build_scheduler
-
     shutil.copytree(src / TOKENIZER_DIR, staging / "tokenizer")
     tokenizer_class = type(AutoTokenizer.from_pretrained(staging / "tokenizer", local_files_only=True)).__name__
     build_image_processor().save_pretrained(staging / "image_processor")
@@ -346,8 +328,6 @@ def _write_small_parts(src: Path, staging: Path) -> None:
 def convert_checkpoint(src: Path, dst: Path, *, progress: Callable[[str], None] = logger.info) -> Path:
     """Convert the original-layout folder src into a diffusers-layout folder dst (created; must
     not exist). Written to a sibling temporary folder and renamed into place when complete."""
-    from inference.checkpoint import validate_checkpoint_dir
-
     # 1. The source must be complete, the destination new.
     src, dst = Path(src).resolve(), Path(dst).resolve()
     missing = missing_original_files(src)

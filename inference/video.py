@@ -15,6 +15,8 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
+from videojobs.errors import ErrorCode
+
 
 @dataclass
 class VideoInfo:
@@ -133,7 +135,7 @@ def read_frames(path: Path) -> np.ndarray:
         reader.close()
 
 
-def output_problem(folder: Path, *, min_free_bytes: int) -> tuple[str, str] | None:
+def output_problem(folder: Path, *, min_free_bytes: int) -> tuple[ErrorCode, str] | None:
     """(error code, reason) when videos cannot be written to folder, else None.
 
     Checked before a job runs, so a full or read-only disk fails the job in a second instead of
@@ -144,10 +146,11 @@ def output_problem(folder: Path, *, min_free_bytes: int) -> tuple[str, str] | No
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
             pass
     except OSError as exc:
-        return ("OUTPUT_UNWRITABLE",
+        return (ErrorCode.OUTPUT_UNWRITABLE,
                 f"the server cannot write videos ({type(exc).__name__} on its output folder); an operator must fix OUTPUT_DIR")
     free = shutil.disk_usage(folder).free
     if free < min_free_bytes:
-        return ("DISK_FULL", f"the server's video disk has {free // 2**20} MiB free, under the {min_free_bytes // 2**20} MiB "
-                             "a video needs (MIN_FREE_DISK_MB); an operator must free space")
+        return (ErrorCode.DISK_FULL,
+                f"the server's video disk has {free // 2**20} MiB free, under the {min_free_bytes // 2**20} MiB "
+                "a video needs (MIN_FREE_DISK_MB); an operator must free space")
     return None

@@ -24,7 +24,7 @@ from inference.cache.steps import CacheRequest  # noqa: E402
 from inference.devices import resolve_device  # noqa: E402
 from inference.generate import GenerationRequest, generate  # noqa: E402
 from inference.parallel.context import ParallelContext  # noqa: E402
-from inference.parallel.trial import sample_image  # noqa: E402
+from inference.trial import sample_image  # noqa: E402
 from inference.pipeline.loading import LoadOptions, load_components  # noqa: E402
 
 

@@ -7,18 +7,21 @@ import pytest
 from PIL import Image
 from rest_framework.test import APIClient
 
+from config import embedded_db
+
 # The tiny checkpoint, loaded once per session, for every module that asks for it.
 from tests.inference_fixtures import cpu_ctx, tiny_ckpt, tiny_components  # noqa: F401
 
 
+def pytest_sessionstart(session):
+    # The settings only name the embedded Postgres (DATABASE_URL unset): the session starts it,
+    # before any test database is created or any test's subprocess looks for it.
+    embedded_db.start_if_configured()
+
+
 def pytest_sessionfinish(session, exitstatus):
     # A test run leaves no server behind: the embedded Postgres stops if this run started it.
-    from django.conf import settings
-
-    from config import embedded_db
-
-    if getattr(settings, "EMBEDDED_DB", False) and embedded_db.STARTED_HERE:
-        embedded_db.stop_embedded_database(settings.EMBEDDED_DB_DIR)
+    embedded_db.stop_if_started_here()
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from inference.convert import CLIP_FILE, T5_FILE, TOKENIZER_DIR, VAE_FILE, t5_key
+from inference.convert import t5_key
+from inference.original_layout import CLIP_FILE, T5_FILE, TOKENIZER_DIR, VAE_FILE
 
 _DIT_ROOT = {
     "condition_embedder.time_embedder.linear_1": "time_embedding.0",

@@ -10,7 +10,7 @@ from inference.cache.steps import CacheRequest
 from inference.devices import resolve_device
 from inference.generate import GenerationRequest, JobHooks, generate
 from inference.parallel.context import ParallelContext
-from inference.parallel.trial import sample_image
+from inference.trial import sample_image
 from inference.pipeline.components import WanComponents
 
 PLAIN = GenerationRequest(prompt="a cat walks across a sunny garden", negative_prompt=None, image=sample_image(64, 64),

@@ -6,7 +6,8 @@ import pytest
 from django.db import InterfaceError, OperationalError
 from django.test import Client
 
-from videojobs import selectors, services, views
+from videojobs import selectors, services
+from videojobs.api import health
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +52,7 @@ def test_metrics_answer_503_while_the_database_is_unreachable(api, monkeypatch):
 
 
 def test_health_says_the_database_is_why_and_when_to_come_back(api, monkeypatch):
-    monkeypatch.setattr(views, "_service_block", _down)
+    monkeypatch.setattr(health, "service_block", _down)
     response = api.get("/health")
     assert response.status_code == 503
     assert response["Retry-After"] == "5"

@@ -274,7 +274,7 @@ def test_submit_enqueues_prepare_input_after_commit(api, valid_submit, django_ca
     from videojobs import services
 
     enqueued = []
-    monkeypatch.setattr(services, "_enqueue_prepare_input", enqueued.append)
+    monkeypatch.setattr(services.handoff, "enqueue_prepare_input", enqueued.append)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         request_id = submit(api, valid_submit).json()["requestId"]
     assert len(callbacks) == 1

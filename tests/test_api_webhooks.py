@@ -7,8 +7,9 @@ import json
 import pytest
 
 from tests.webhook_receiver import Receiver
-from videojobs import services, webhooks
+from videojobs import services
 from videojobs.models import VideoJob, WebhookDelivery
+from videojobs.net import webhooks
 
 pytestmark = pytest.mark.django_db
 

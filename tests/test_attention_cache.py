@@ -12,7 +12,7 @@ from inference.cache.steps import CacheRequest
 from inference.devices import resolve_device
 from inference.generate import GenerationRequest, generate
 from inference.parallel.context import ParallelContext
-from inference.parallel.trial import sample_image
+from inference.trial import sample_image
 from inference.pipeline.components import WanComponents
 
 

@@ -17,7 +17,8 @@ from django.core.management import CommandError, call_command
 from safetensors.torch import load_file
 
 from inference.checkpoint import CheckpointError, validate_checkpoint_dir
-from inference.convert import T5_FILE, clip_tensors, t5_key
+from inference.convert import clip_tensors, t5_key
+from inference.original_layout import T5_FILE
 from tests.original_layout import write_original_layout
 
 
@@ -60,7 +61,7 @@ def test_the_dit_keeps_its_shards_and_its_configuration(tiny_ckpt: Path, convert
 
 def test_the_converted_checkpoint_generates_the_same_frames(converted: Path, tiny_components, cpu_ctx) -> None:  # noqa: F811
     from inference.generate import GenerationRequest, generate
-    from inference.parallel.trial import sample_image
+    from inference.trial import sample_image
     from inference.pipeline.loading import LoadOptions, load_components
 
     validate_checkpoint_dir(converted)

@@ -12,11 +12,15 @@ import psutil
 import pytest
 from django.db import OperationalError
 
-from inference import daemon as daemon_module
-from inference.daemon import Daemon, DaemonConfig, _ActiveJob, _watched_parents
+from inference.daemon import database
+from inference.daemon.active import ActiveJob as _ActiveJob
+from inference.daemon.config import DaemonConfig
+from inference.daemon.main import Daemon
+from inference.daemon.stop import _watched_parents
 from inference.devices import resolve_device
 from inference.parallel.context import ParallelContext
 from inference.runtime import Runtime, StopFlag
+from videojobs import services
 
 
 def make_daemon(tmp_path: Path) -> Daemon:
@@ -44,7 +48,7 @@ class Flaky:
 @pytest.fixture
 def no_waiting(monkeypatch):
     waits: list[float] = []
-    monkeypatch.setattr(daemon_module.time, "sleep", waits.append)
+    monkeypatch.setattr(database.time, "sleep", waits.append)
     return waits
 
 
@@ -66,10 +70,8 @@ def test_progress_is_skipped_while_the_database_is_away(tmp_path, no_waiting):
 
 
 def test_a_cancel_check_without_the_database_lets_the_job_go_on(tmp_path, no_waiting, monkeypatch):
-    from videojobs import selectors
-
     daemon = make_daemon(tmp_path)
-    monkeypatch.setattr(selectors, "is_cancel_requested", lambda **kwargs: Flaky(failures=1)())
+    monkeypatch.setattr(services, "is_cancel_requested", lambda **kwargs: Flaky(failures=1)())
     active = _ActiveJob(job_id=1, attempt=1, request_id="r", deadline=10**12)
     assert daemon._leader_decision(active) == StopFlag.CONTINUE
 

@@ -5,7 +5,10 @@ from pathlib import Path
 
 import torch
 
-from inference.daemon import Daemon, DaemonConfig, requested_topology, running_topology, topology_warnings
+from inference.daemon.config import DaemonConfig, requested_topology, running_topology
+from inference.daemon.job import _generation_request
+from inference.daemon.main import Daemon
+from inference.daemon.outcome import topology_warnings
 from inference.devices import resolve_device
 from inference.parallel.context import ParallelContext
 from inference.parallel.topology import Topology
@@ -56,7 +59,6 @@ def test_requested_topology_reads_the_settings(settings):
 
 
 def test_a_job_message_carries_its_cache_choice():
-    from inference.daemon import _generation_request
     from tests.conftest import png_bytes
 
     message = {"prompt": "p", "negative_prompt": "", "image_png": png_bytes(), "seed": 1, "params": {

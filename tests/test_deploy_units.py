@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management import get_commands
 
 from config.service import daemon_command, web_command
-from inference.daemon import STOP_SIGNAL_DEBOUNCE_SECONDS
+from inference.daemon.stop import STOP_SIGNAL_DEBOUNCE_SECONDS
 from tests.conftest import make_job, png_bytes
 from tests.daemon_support import ROOT, database_url_for_tests, job_state, running, service_env, wait_for
 from videojobs import services

@@ -271,7 +271,7 @@ def test_prometheus_text_is_served_with_the_exposition_content_type(api):
 
 def _counted(families) -> dict:
     """Every sample of the histograms and counters computed from finished jobs."""
-    from videojobs.metrics import HISTORIES
+    from videojobs.api.prometheus import HISTORIES
 
     names = {name[: -len("_total")] if name.endswith("_total") else name for name in HISTORIES}
     return {(s.name, tuple(sorted(s.labels.items()))): s.value

@@ -14,7 +14,7 @@ from pytest_django.asserts import assertInHTML
 
 from tests.conftest import VALID_SUBMIT, make_job, make_ready_job, png_bytes
 from videojobs import services
-from videojobs.image_input import ImageInputError
+from videojobs.errors import ImageInputError
 from videojobs.models import VideoJob
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 """Whole jobs on 2 and 4 gloo ranks against the single-process frames, mode by mode.
 
-Every case runs the same request and seed through ``inference.parallel.trial`` (real torchrun,
+Every case runs the same request and seed through ``inference.trial`` (real torchrun,
 real process groups, the tiny checkpoint); the single-process frames come from the same
 runner with one rank. The modes whose ranks run the very same computation as one process
 (CFG parallel, T5 on the CPU) must give identical frames. Where ranks compute a part of a
@@ -70,7 +70,7 @@ def _trial(ckpt: Path, out: Path, nproc: int, cases: dict[str, tuple[str, float,
     if not selected:
         return
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "inference.parallel.trial", "--ckpt", str(ckpt), "--out", str(out), "--guidance", str(guidance),
+            "-m", "inference.trial", "--ckpt", str(ckpt), "--out", str(out), "--guidance", str(guidance),
             "--count-bytes", *(extra or [])]
     for case in selected:
         argv += ["--case", case]

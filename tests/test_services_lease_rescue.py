@@ -71,7 +71,7 @@ def test_timeout_sweep_fails_jobs_running_past_task_timeout(settings):
 
 def test_stale_input_is_enqueued_again(monkeypatch):
     enqueued = []
-    monkeypatch.setattr(services, "_enqueue_prepare_input", enqueued.append)
+    monkeypatch.setattr(services.handoff, "enqueue_prepare_input", enqueued.append)
     job = make_job()
     VideoJob.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(hours=1))
     assert services.requeue_stale_inputs(older_than_seconds=600) == 1

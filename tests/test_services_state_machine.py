@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 
 from tests.conftest import make_job, make_ready_job
-from videojobs import services
+from videojobs import errors, services
 from videojobs.models import JobStatus, VideoJob
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +49,7 @@ def test_finished_job_cannot_be_moved_by_any_transition():
     assert not services.report_progress(job_id=job.pk, attempt=job.attempt, phase="denoising", step=3)
     assert not services.fail_input(job_id=job.pk, code="X", reason="late")
     assert not services.mark_input_ready(job_id=job.pk, image_path="x", sha256="y")
-    with pytest.raises(services.JobAlreadyFinished):
+    with pytest.raises(errors.JobAlreadyFinished):
         services.request_cancel(request_id=job.request_id)
     assert VideoJob.objects.get(pk=job.pk).status == JobStatus.SUCCEED
 
@@ -127,7 +127,7 @@ def test_concurrent_complete_and_cancel_leave_one_consistent_end_state():
             try:
                 services.request_cancel(request_id=job.request_id)
                 outcomes["cancel"] = services.finish_cancelled_job(job_id=job.pk, attempt=job.attempt)
-            except services.JobAlreadyFinished:
+            except errors.JobAlreadyFinished:
                 outcomes["cancel"] = False
             connection.close()
 

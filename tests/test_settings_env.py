@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config import env
+from config import embedded_db, env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,3 +100,57 @@ def test_web_process_never_imports_torch():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def _embedded(data_dir: Path) -> dict[str, str]:
+    """This environment with DATABASE_URL unset: the embedded Postgres of ``data_dir``."""
+    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    return {**environ, "EMBEDDED_DB_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "config.settings"}
+
+
+def _postmasters(data_dir: Path) -> list[psutil.Process]:
+    """Running postmasters of ``data_dir`` (their backends are titled "postgres: ...", without -D)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "-D" in cmdline and str(data_dir.resolve()) in cmdline:
+            found.append(process)
+    return found
+
+
+def test_importing_the_settings_starts_no_process(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    code = ("import django; django.setup(); from django.conf import settings;"
+            "print(settings.EMBEDDED_DB, settings.DATABASE_URL)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_embedded(data_dir), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The URL names the socket in the data folder; no folder, initdb or postmaster came of it.
+    assert result.stdout.split() == ["True", f"postgresql://postgres:@/postgres?host={data_dir.resolve()}"]
+    # Nor of a command that needs no database.
+    check = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=_embedded(data_dir),
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert not data_dir.exists()
+    assert _postmasters(data_dir) == []
+
+
+@pytest.mark.slow
+def test_commands_that_need_the_database_start_the_embedded_one_once(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    commands = [subprocess.Popen([sys.executable, "manage.py", "showmigrations", "videojobs"], cwd=ROOT,
+                                 env=_embedded(data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    try:
+        # Two at once: one initdb, one postmaster, both commands served by it.
+        outputs = [command.communicate(timeout=180) for command in commands]
+        assert [command.returncode for command in commands] == [0, 0], [err[-2000:] for _, err in outputs]
+        assert all("[" in out for out, _ in outputs)
+        assert len(_postmasters(data_dir)) == 1
+    finally:
+        for command in commands:
+            if command.poll() is None:
+                command.kill()
+                command.wait()
+        embedded_db.stop_embedded_database(data_dir)
+    assert _postmasters(data_dir) == []

@@ -1,6 +1,7 @@
 """The registered system checks (videojobs.E00x / W00x)."""
 from __future__ import annotations
 
+from inference import checks as inference_checks
 from videojobs import checks
 
 
@@ -53,7 +54,7 @@ def test_a_topology_that_does_not_fit_the_ranks_is_a_warning_naming_the_fix(sett
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     settings.INFERENCE_NPROC, settings.INFERENCE_NNODES = 4, 1
     settings.ULYSSES_SIZE, settings.RING_SIZE, settings.CFG_SIZE = 8, None, 1
-    messages = checks.check_topology()
+    messages = inference_checks.check_topology()
     assert ids(messages) == ["videojobs.W004"]
     assert "WORLD_SIZE=4" in messages[0].msg and "ULYSSES_SIZE=4 RING_SIZE=1 CFG_SIZE=1" in messages[0].msg
 
@@ -61,11 +62,11 @@ def test_a_topology_that_does_not_fit_the_ranks_is_a_warning_naming_the_fix(sett
 def test_torchruns_world_size_is_the_one_checked(settings, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "8")
     settings.INFERENCE_NPROC, settings.ULYSSES_SIZE, settings.RING_SIZE, settings.CFG_SIZE = 1, 4, None, 2
-    assert checks.check_topology() == []
+    assert inference_checks.check_topology() == []
 
 
 def test_exclusive_t5_switches_are_a_warning(settings, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     settings.INFERENCE_NPROC, settings.ULYSSES_SIZE, settings.RING_SIZE, settings.CFG_SIZE = 2, None, None, 1
     settings.T5_CPU, settings.T5_FSDP = True, True
-    assert ids(checks.check_topology()) == ["videojobs.W004"]
+    assert ids(inference_checks.check_topology()) == ["videojobs.W004"]

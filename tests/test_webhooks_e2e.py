@@ -12,7 +12,7 @@ from tests.conftest import png_bytes
 from tests.daemon_support import service_env, wait_for
 from tests.test_run_service import call, free_port, start, stop
 from tests.webhook_receiver import Receiver
-from videojobs import webhooks
+from videojobs.net import webhooks
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

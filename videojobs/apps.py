@@ -7,5 +7,5 @@ class VideoJobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from videojobs import checks  # noqa: F401  (registers the system checks)
-        from videojobs import schema  # noqa: F401  (the OpenAPI description of the Bearer keys)
+        from videojobs import checks  # noqa: F401  (registers the system checks; needs the app registry ready)
+        from videojobs.api import schema  # noqa: F401  (the Bearer keys' OpenAPI scheme; imports DRF settings)

@@ -70,21 +70,6 @@ def check_production_secrets(app_configs=None, **kwargs):
 
 
 @register()
-def check_topology(app_configs=None, **kwargs):
-    # A warning: only the daemon runs the topology, and it refuses a bad one at start with the
-    # same sentence. Here the world size is torchrun's, or what the supervisor would start.
-    from inference.parallel.topology import TopologyError, TopologyRequest, resolve_topology
-
-    world = int(os.environ.get("WORLD_SIZE") or settings.INFERENCE_NPROC * settings.INFERENCE_NNODES)
-    try:
-        resolve_topology(TopologyRequest.from_settings(settings), world_size=world)
-    except TopologyError as error:
-        return [Warning(str(error), hint="The inference daemon will refuse to start with these switches.",
-                        id="videojobs.W004")]
-    return []
-
-
-@register()
 def check_production_hosts(app_configs=None, **kwargs):
     if not settings.PRODUCTION:
         return []

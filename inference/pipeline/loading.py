@@ -25,6 +25,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
+from inference.cache.adaptive import AdaptiveCache
 from inference.cache.prompts import PromptCache
 from inference.cache.steps import StepCaches
 from inference.checkpoint import read_model_index, scheduler_class, validate_checkpoint_dir
@@ -212,8 +213,6 @@ def _adaptive_cache(transformer: torch.nn.Module, ctx: ParallelContext) -> objec
     """cache-dit's DBCache for ``cache_method: dbcache`` jobs, or None when cache-dit is missing
     (those jobs then fail with a reason; every other job runs as usual)."""
     try:
-        from inference.cache.adaptive import AdaptiveCache
-
         return AdaptiveCache(transformer, ctx)
     except ImportError as exc:
         logger.warning("cache-dit is not available (%s): cache_method dbcache jobs will fail", exc)

@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from videojobs import selectors, services
+from videojobs.errors import JobRefused, refusal_sentence
 from videojobs.admin.live import (
     ReadOnlyAdmin,
     compact,
@@ -26,7 +27,6 @@ from videojobs.admin.live import (
     take_pause_flag,
     topology_text,
 )
-from videojobs.image_input import ImageInputError
 from videojobs.models import (
     FINISHED_STATUSES,
     UNFINISHED_STATUSES,
@@ -36,7 +36,6 @@ from videojobs.models import (
     VideoJob,
     WebhookDelivery,
 )
-from videojobs.webhooks import WebhookURLError
 
 # --- operator actions on one job: a message, or _Refused saying why not ------------------
 
@@ -45,16 +44,11 @@ class _Refused(Exception):
     """The action does not apply to this job; the message says why."""
 
 
-# What retry_as_new_job may raise that an operator can act on.
-_RETRY_REFUSALS = (services.JobNotFinished, services.InputGone, services.OwnerLimit, services.QueueFull,
-                   services.WebhooksDisabled, WebhookURLError, ImageInputError)
-
-
 def _cancel(job: VideoJob) -> tuple[str, int]:
     try:
         job = services.request_cancel(request_id=job.request_id)
-    except services.JobAlreadyFinished as exc:
-        raise _Refused(str(exc)) from None
+    except JobRefused as exc:
+        raise _Refused(refusal_sentence(exc)) from None
     if job.status == JobStatus.CANCELLED:
         return f"{job.request_id} is cancelled", job.pk
     return f"cancel requested for {job.request_id}: its worker stops it at the next step", job.pk
@@ -69,16 +63,16 @@ def _requeue(job: VideoJob) -> tuple[str, int]:
 def _retry(job: VideoJob) -> tuple[str, int]:
     try:
         new = services.retry_as_new_job(job_id=job.pk)
-    except _RETRY_REFUSALS as exc:
-        raise _Refused(f"{job.request_id} was not retried: {exc}") from None
+    except JobRefused as exc:  # not finished, input gone, or what any submit may meet
+        raise _Refused(f"{job.request_id} was not retried: {refusal_sentence(exc)}") from None
     return f"{job.request_id} retried as new job {new.request_id}", new.pk
 
 
 def _delete_output(job: VideoJob) -> tuple[str, int]:
     try:
         deleted = services.delete_job_output(job_id=job.pk)
-    except services.JobNotFinished as exc:
-        raise _Refused(str(exc)) from None
+    except JobRefused as exc:
+        raise _Refused(refusal_sentence(exc)) from None
     if not deleted:
         raise _Refused(f"{job.request_id} has no video to delete")
     return f"the video of {job.request_id} is deleted", job.pk

@@ -15,7 +15,7 @@ from typing import Any
 from django.http import QueryDict
 
 from videojobs import params as P
-from videojobs.serializers import allowed_image_sizes
+from videojobs.api.serializers import allowed_image_sizes
 
 NON_FIELD = "non_field_errors"
 FORM_KEY_RE = re.compile(r"^[0-9a-f]{32}$")

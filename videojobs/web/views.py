@@ -22,10 +22,11 @@ from PIL import Image
 from rest_framework.exceptions import ValidationError
 
 from videojobs import selectors, services
-from videojobs.auth import page_owner
+from videojobs.api.auth import page_owner
+from videojobs.api.jobs import submit_validated
+from videojobs.api.serializers import SubmitSerializer, form_data
+from videojobs.errors import ErrorCode, JobAlreadyFinished, JobNotFound, JobRefused, refusal_payload, refusal_sentence
 from videojobs.models import FINISHED_STATUSES, UNFINISHED_STATUSES, JobStatus, VideoJob
-from videojobs.serializers import SubmitSerializer, form_data
-from videojobs.views import submit_validated
 from videojobs.web import form
 
 RECENT_JOBS = 20
@@ -85,17 +86,15 @@ def _submit(request: HttpRequest, *, owner: str) -> VideoJob | tuple[dict[str, l
         serializer.is_valid(raise_exception=True)
         return submit_validated(data=dict(serializer.validated_data), owner=owner,
                                 idempotency_key=form.form_key(request.POST))
-    except ValidationError as invalid:  # the form's, or the service's about the upload
+    except ValidationError as invalid:  # the form's
         return form.field_errors(invalid.detail), 400
-    except services.OwnerLimit as limit:
-        return {form.NON_FIELD: [f"{limit} (try again in {limit.retry_after} s)."]}, 429
-    except services.QueueFull as full:
-        return {form.NON_FIELD: [f"The server is busy ({full.unfinished} unfinished jobs, limit {full.limit}); "
-                                 "try again in a minute."]}, 429
-    except services.WebhooksDisabled as off:
-        return {form.NON_FIELD: [str(off)]}, 400
-    except services.IdempotencyConflict:
-        return {form.NON_FIELD: ["This form was already sent with other values; it is ready to send again."]}, 409
+    except JobRefused as refused:  # the service's, answered as the API answers it
+        status, body, _ = refusal_payload(refused)
+        if "fields" in body:  # about one input (the upload, the webhook_url): shown beside it
+            return form.field_errors(body["fields"]), status
+        if refused.code == ErrorCode.IDEMPOTENCY_CONFLICT:  # the form's own key, which a visitor never sees
+            return {form.NON_FIELD: ["This form was already sent with other values; it is ready to send again."]}, status
+        return {form.NON_FIELD: [refusal_sentence(refused)]}, status
 
 
 def _render_index(request: HttpRequest, *, owner: str, errors: dict | None = None, status: int = 200) -> HttpResponse:
@@ -177,12 +176,12 @@ def _render_job(request: HttpRequest, request_id: str, owner: str, template: str
 def job_cancel(request: HttpRequest, request_id: str, *, owner: str) -> HttpResponse:
     notice = ""
     try:
-        job = services.request_cancel(request_id=request_id, owner=owner)  # another owner's: DoesNotExist
-    except VideoJob.DoesNotExist:
+        job = services.request_cancel(request_id=request_id, owner=owner)  # another owner's: JobNotFound
+    except JobNotFound:
         return _not_found(request)
-    except services.JobAlreadyFinished as finished:
+    except JobAlreadyFinished as finished:
         job = finished.job
-        notice = f"Too late to cancel: the job already ended as {job.status}."
+        notice = f"Too late to cancel: {finished.message}."
     if not request.headers.get("HX-Request"):
         return redirect("page-job", request_id=request_id)  # the form without JavaScript
     return render(request, "jobs/_panel.html", {**_panel_context(job), "notice": notice})

@@ -20,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("dst", type=Path, help="the diffusers-layout folder to create; set MODEL_CKPT_DIR to it")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from inference.convert import convert_checkpoint
+        from inference.convert import convert_checkpoint  # lazy: keeps torch out of `manage.py help`
 
         try:
             path = convert_checkpoint(options["src"].expanduser(), options["dst"].expanduser(),

@@ -21,8 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="replace DIR if it already exists")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # torch is imported here, not at module level: listing commands must stay light.
-        from inference.tiny import create_tiny_checkpoint
+        from inference.tiny import create_tiny_checkpoint  # lazy: keeps torch out of `manage.py help`
 
         out_dir: Path = options["dir"].expanduser().resolve()
         if out_dir.exists() and options["force"]:

@@ -13,12 +13,11 @@ class Command(BaseCommand):
         parser.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs (benchmarks)")
 
     def handle(self, *args, **options):
-        from inference.checkpoint import CheckpointError
-        from inference.daemon import main
+        from inference.daemon.main import STARTUP_ERRORS, main  # lazy: keeps torch out of `manage.py help`
 
         try:
             code = main(max_jobs=options["max_jobs"])
-        except (CheckpointError, ValueError) as exc:
+        except STARTUP_ERRORS as exc:
             raise CommandError(str(exc)) from None
         if code:
             sys.exit(code)

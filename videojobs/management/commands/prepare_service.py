@@ -8,11 +8,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from config.service import prepare
+
 
 class Command(BaseCommand):
     help = "Migrate, collect static files and register the periodic sweeps, as `make run` does at start."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from config.service import prepare
-
         prepare()

@@ -1,5 +1,5 @@
 """Webhook transport: the signature, the address rules, one POST. No database access here;
-``services.deliver_webhook`` decides when to send and records what happened.
+``videojobs.services.webhooks`` decides when to send and records what happened.
 
 A receiver checks ``X-Signature`` (``sha256=`` + hex HMAC-SHA256 with WEBHOOK_SECRET over
 ``"<X-Webhook-Timestamp>." + body``) and refuses timestamps older than a few minutes, so a
@@ -11,30 +11,34 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import socket
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from videojobs.image_input import (
-    FetchPolicy,
-    ImageInputError,
-    _Deadline,
-    _network_error,
-    _open,
-    _parse_target,
-    _resolve,
-)
+from django.conf import settings
+
+from videojobs.errors import ImageInputError, WebhookURLError
+from videojobs.net import safe_http
+from videojobs.net.addresses import parse_networks
+from videojobs.net.safe_http import FetchPolicy
+
+__all__ = [
+    "EVENT_HEADER",
+    "ID_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "Outcome",
+    "check_url",
+    "policy_from_settings",
+    "post",
+    "sign",
+    "verify",
+]
 
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Webhook-Timestamp"
 EVENT_HEADER = "X-Webhook-Event"
 ID_HEADER = "X-Webhook-Id"
-_MAX_RESPONSE_BYTES = 64 * 1024
-
-
-class WebhookURLError(ValueError):
-    """The webhook_url may not be used (not http(s), unresolvable, or not a public address)."""
 
 
 @dataclass(frozen=True)
@@ -65,14 +69,10 @@ def verify(*, secret: str, timestamp: str, body: bytes, signature: str, toleranc
 
 def check_url(url: str, *, policy: FetchPolicy, resolver: Callable | None = None) -> None:
     """At submit: refuse a webhook_url that delivery would refuse. Raises WebhookURLError."""
-    deadline = _Deadline(policy.total_timeout)
     try:
-        target = _parse_target(url, redirected=False, subject=policy.subject)
-        _resolve(target, policy, resolver or socket.getaddrinfo, deadline, redirected=False)
+        safe_http.checked_addresses(url, policy=policy, resolver=resolver)
     except ImageInputError as exc:
         raise WebhookURLError(exc.reason) from None
-    finally:
-        deadline.close()
 
 
 def post(url: str, *, body: bytes, headers: dict[str, str], policy: FetchPolicy,
@@ -80,51 +80,18 @@ def post(url: str, *, body: bytes, headers: dict[str, str], policy: FetchPolicy,
     """POST ``body`` once. Any 2xx is delivered; a redirect, another status or a network error is
     not (the caller retries later)."""
     started = time.monotonic()
-    deadline = _Deadline(policy.total_timeout)
     try:
-        target = _parse_target(url, redirected=False, subject=policy.subject)
-        address = _resolve(target, policy, resolver or socket.getaddrinfo, deadline, redirected=False)[0]
-        status = _post_once(target, address, body, headers, policy, deadline)
+        status = safe_http.post(url, body=body, headers=headers, policy=policy, resolver=resolver)
     except ImageInputError as exc:
         return Outcome(ok=False, status_code=None, error=exc.reason, seconds=time.monotonic() - started)
-    finally:
-        deadline.close()
     seconds = time.monotonic() - started
     if 200 <= status < 300:
         return Outcome(ok=True, status_code=status, error="", seconds=seconds)
     return Outcome(ok=False, status_code=status, error=f"the receiver answered HTTP {status}", seconds=seconds)
 
 
-def _post_once(target, address: str, body: bytes, headers: dict[str, str], policy: FetchPolicy,
-               deadline: _Deadline) -> int:
-    try:
-        conn = _open(target, address, policy, deadline)
-    except ImageInputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - translated into a reason for the admin
-        raise _network_error(exc, policy, deadline, connecting=True) from None
-    try:
-        conn.timeout = max(0.001, deadline.remaining())
-        conn.request("POST", target.request_uri, body=body, headers={
-            "Host": target.host_header, "User-Agent": policy.user_agent, "Content-Type": "application/json",
-            "Content-Length": str(len(body)), "Connection": "close", **headers,
-        }, preload_content=False)
-        response = conn.getresponse()
-        response.read(_MAX_RESPONSE_BYTES, decode_content=False)  # the receiver's answer is not used
-        return response.status
-    except ImageInputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - translated into a reason for the admin
-        raise _network_error(exc, policy, deadline, connecting=False) from None
-    finally:
-        conn.close()
-
-
 def policy_from_settings() -> FetchPolicy:
-    from django.conf import settings
-
-    from videojobs.image_input import parse_networks
-
+    """The address rules and time limits for webhook_url, from WEBHOOK_* settings."""
     return FetchPolicy(
         connect_timeout=min(5.0, settings.WEBHOOK_TIMEOUT),
         total_timeout=settings.WEBHOOK_TIMEOUT,
@@ -132,4 +99,3 @@ def policy_from_settings() -> FetchPolicy:
         user_agent="videogen-webhook/1",
         subject="webhook_url",
     )
-

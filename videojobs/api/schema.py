@@ -5,7 +5,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class BearerAPIKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "videojobs.auth.BearerAPIKeyAuthentication"
+    target_class = "videojobs.api.auth.BearerAPIKeyAuthentication"
     name = "apiKey"
 
     def get_security_definition(self, auto_schema):

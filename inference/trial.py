@@ -1,6 +1,6 @@
 """Run one generation per topology on a group of ranks, without the service or its database.
 
-    torchrun --nproc_per_node=4 -m inference.parallel.trial --ckpt DIR --out DIR \\
+    torchrun --nproc_per_node=4 -m inference.trial --ckpt DIR --out DIR \\
         --case u2cfg2:ULYSSES_SIZE=2,CFG_SIZE=2,DIT_FSDP=1 [--case ...] [--width 64 --height 80 ...]
 
 Each case loads the pipeline afresh with its own topology (same world), runs the same request
@@ -22,7 +22,13 @@ import PIL.Image
 import torch
 import torch.distributed as dist
 
+from inference.cache.steps import CacheRequest
+from inference.generate import GenerationRequest, JobHooks, generate
+from inference.parallel.context import ParallelContext
 from inference.parallel.topology import TopologyRequest, build_meshes, resolve_topology
+from inference.parallel.traffic import TrafficMeter
+from inference.pipeline.loading import LoadOptions, load_components
+from inference.runtime import init_runtime, shutdown_runtime
 from videojobs import params as P
 
 _SWITCHES = {
@@ -78,12 +84,6 @@ def _arguments() -> argparse.Namespace:
 
 def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runtime: Any) -> dict[str, Any]:
     """Load with this topology, generate once; returns the report (frames saved by rank 0)."""
-    from inference.cache.steps import CacheRequest
-    from inference.generate import GenerationRequest, JobHooks, generate
-    from inference.parallel.traffic import TrafficMeter
-    from inference.parallel.context import ParallelContext
-    from inference.pipeline.loading import LoadOptions, load_components
-
     # 1. The topology and its meshes.
     heads = json.loads((args.ckpt / "transformer" / "config.json").read_text())["num_attention_heads"]
     topology, _ = resolve_topology(request, world_size=runtime.world_size, num_heads=heads, device_kind=runtime.device.kind)
@@ -122,8 +122,6 @@ def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runt
 
 
 def main() -> None:
-    from inference.runtime import init_runtime, shutdown_runtime
-
     args = _arguments()
     cases = [parse_case(text) for text in args.case]
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))

@@ -1,21 +1,26 @@
-"""One error shape for the whole API: {"error": CODE, "message": text}.
+"""The API's one exception handler, the error views Django calls outside DRF, and the body
+size limit: every error is {"error": CODE, "message": text} with a code from videojobs.errors.
 
-Never a traceback or a server path: unexpected exceptions are logged with a reference that
-the response repeats, so an operator can find the log line.
+A service's refusal (videojobs.errors.JobRefused) is answered by errors.refusal_payload, as the
+job page and the admin answer it. Never a traceback or a server path: unexpected exceptions are
+logged with a reference that the response repeats, so an operator can find the log line.
 """
 from __future__ import annotations
 
 import io
 import logging
+import sys
 import uuid
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from videojobs.parsers import PayloadTooLarge
+from videojobs.api.parsers import PayloadTooLarge
+from videojobs.errors import ErrorCode, JobRefused, error_body, refusal_payload
 
 logger = logging.getLogger("videojobs.api")
 
@@ -33,18 +38,13 @@ def flatten_errors(detail, prefix: str = "") -> list[str]:
     return [f"{prefix}: {detail}" if prefix else str(detail)]
 
 
-def error_body(code: str, message: str, **extra) -> dict:
-    return {"error": code, "message": message, **extra}
-
-
+_CODE_OF_STATUS = {403: ErrorCode.PERMISSION_DENIED, 404: ErrorCode.NOT_FOUND}
 DATABASE_DOWN_MESSAGE = "the database is unreachable for the moment; retry shortly"
 
 
 def database_unavailable() -> JsonResponse:
     """503 while Postgres is down or restarting: a client should retry, nothing is lost."""
-    from django.conf import settings
-
-    response = JsonResponse(error_body("DATABASE_UNAVAILABLE", DATABASE_DOWN_MESSAGE), status=503)
+    response = JsonResponse(error_body(ErrorCode.DATABASE_UNAVAILABLE, DATABASE_DOWN_MESSAGE), status=503)
     response["Retry-After"] = str(min(settings.RETRY_AFTER_SECONDS, 5))
     return response
 
@@ -53,29 +53,35 @@ def exception_handler(exc, context):
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unreachable: %s", exc)
         return database_unavailable()
+    if isinstance(exc, JobRefused):
+        status_code, body, headers = refusal_payload(exc)
+        return Response(body, status=status_code, headers=headers)
     if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         return Response(
-            error_body("VALIDATION_ERROR", "; ".join(flatten_errors(fields)), fields=fields),
+            error_body(ErrorCode.VALIDATION_ERROR, "; ".join(flatten_errors(fields)), fields=fields),
             status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, PayloadTooLarge):
-        return Response(error_body("PAYLOAD_TOO_LARGE", str(exc.detail)), status=413)
+        return Response(error_body(ErrorCode.PAYLOAD_TOO_LARGE, str(exc.detail)), status=413)
     if isinstance(exc, exceptions.ParseError):
         if "multipart" in (getattr(context.get("request"), "content_type", "") or ""):
-            return Response(error_body("BAD_REQUEST", f"the multipart body could not be read: {exc.detail}"), status=400)
-        return Response(error_body("INVALID_JSON", f"the request body is not valid JSON: {exc.detail}"), status=400)
+            return Response(error_body(ErrorCode.BAD_REQUEST, f"the multipart body could not be read: {exc.detail}"), status=400)
+        return Response(error_body(ErrorCode.INVALID_JSON, f"the request body is not valid JSON: {exc.detail}"), status=400)
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return Response(
-            error_body("UNSUPPORTED_MEDIA_TYPE", "send the request body as JSON (Content-Type: application/json)"
+            error_body(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the request body as JSON (Content-Type: application/json)"
                        + (" or as multipart/form-data with an image file" if _accepts_multipart(context) else "")),
             status=415,
         )
     if isinstance(exc, exceptions.MethodNotAllowed):
-        return Response(error_body("METHOD_NOT_ALLOWED", str(exc.detail)), status=405)
+        return Response(error_body(ErrorCode.METHOD_NOT_ALLOWED, str(exc.detail)), status=405)
     response = drf_exception_handler(exc, context)
     if response is not None:
-        code = getattr(exc, "default_code", "error").upper()
+        # DRF's own codes (not_authenticated, throttled, ...) are in ErrorCode; Django's Http404
+        # and PermissionDenied carry none and take the code of their status.
+        code = ErrorCode.__members__.get(str(getattr(exc, "default_code", "")).upper(),
+                                         _CODE_OF_STATUS.get(response.status_code, ErrorCode.BAD_REQUEST))
         shaped = Response(error_body(code, str(getattr(exc, "detail", exc))), status=response.status_code)
         for header in ("WWW-Authenticate", "Retry-After"):
             if header in response:
@@ -83,25 +89,23 @@ def exception_handler(exc, context):
         return shaped
     ref = uuid.uuid4().hex[:12]
     logger.exception("unhandled error (ref %s)", ref, exc_info=exc)
-    return Response(error_body("INTERNAL_ERROR", f"internal error (ref {ref})"), status=500)
+    return Response(error_body(ErrorCode.INTERNAL_ERROR, f"internal error (ref {ref})"), status=500)
 
 
 def handler404(request, exception=None):
-    return JsonResponse(error_body("NOT_FOUND", "no such endpoint"), status=404)
+    return JsonResponse(error_body(ErrorCode.NOT_FOUND, "no such endpoint"), status=404)
 
 
 def handler500(request):
     # Called inside the except block of whatever failed outside a DRF view (middleware, the
     # admin, a session lookup): a database that went away is a 503 there too.
-    import sys
-
     if isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
         return database_unavailable()
-    return JsonResponse(error_body("INTERNAL_ERROR", "internal error"), status=500)
+    return JsonResponse(error_body(ErrorCode.INTERNAL_ERROR, "internal error"), status=500)
 
 
 def handler400(request, exception=None):
-    return JsonResponse(error_body("BAD_REQUEST", "bad request"), status=400)
+    return JsonResponse(error_body(ErrorCode.BAD_REQUEST, "bad request"), status=400)
 
 
 class BodySizeLimitMiddleware:
@@ -117,8 +121,6 @@ class BodySizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        from django.conf import settings
-
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if request.META.get("CONTENT_TYPE", "").lower().startswith("multipart/form-data"):
             limit = settings.MAX_UPLOAD_REQUEST_BYTES  # one image upload (IMAGE_MAX_BYTES) and the fields
@@ -132,14 +134,14 @@ class BodySizeLimitMiddleware:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return JsonResponse(error_body("BAD_REQUEST", "invalid Content-Length"), status=400)
+            return JsonResponse(error_body(ErrorCode.BAD_REQUEST, "invalid Content-Length"), status=400)
         if limit is not None and length > limit:
             return _too_large(f"the request body is {length} bytes; the limit is {limit}")
         return self.get_response(request)
 
 
 def _too_large(message: str) -> JsonResponse:
-    return JsonResponse(error_body("PAYLOAD_TOO_LARGE", message), status=413)
+    return JsonResponse(error_body(ErrorCode.PAYLOAD_TOO_LARGE, message), status=413)
 
 
 def _accepts_multipart(context) -> bool:
