@@ -13,7 +13,7 @@ import pytest
 from django.db import OperationalError
 
 from inference.daemon import database
-from inference.daemon.active import ActiveJob as _ActiveJob
+from inference.daemon.active import ActiveJob
 from inference.daemon.config import DaemonConfig
 from inference.daemon.main import Daemon
 from inference.daemon.stop import _watched_parents
@@ -55,7 +55,7 @@ def no_waiting(monkeypatch):
 def test_a_jobs_outcome_waits_for_the_database_and_is_then_written(tmp_path, no_waiting):
     daemon = make_daemon(tmp_path)
     write = Flaky(failures=5)
-    assert daemon._db("completion", write, retry=True) is True
+    assert daemon.db("completion", write, retry=True) is True
     assert write.calls == 6
     # Backing off, but never longer than 10 s between tries.
     assert no_waiting == sorted(no_waiting) and max(no_waiting) <= 10
@@ -65,15 +65,15 @@ def test_progress_is_skipped_while_the_database_is_away(tmp_path, no_waiting):
     daemon = make_daemon(tmp_path)
     write = Flaky(failures=1)
     # None, not False: False would mean the job is no longer ours and stop it.
-    assert daemon._db("progress", write) is None
+    assert daemon.db("progress", write) is None
     assert write.calls == 1 and no_waiting == []
 
 
 def test_a_cancel_check_without_the_database_lets_the_job_go_on(tmp_path, no_waiting, monkeypatch):
     daemon = make_daemon(tmp_path)
     monkeypatch.setattr(services, "is_cancel_requested", lambda **kwargs: Flaky(failures=1)())
-    active = _ActiveJob(job_id=1, attempt=1, request_id="r", deadline=10**12)
-    assert daemon._leader_decision(active) == StopFlag.CONTINUE
+    active = ActiveJob(job_id=1, attempt=1, request_id="r", deadline=10**12)
+    assert daemon.gate.leader_decision(active) == StopFlag.CONTINUE
 
 
 def _dead_process() -> psutil.Process:
@@ -85,14 +85,14 @@ def _dead_process() -> psutil.Process:
 
 def test_a_daemon_whose_supervisor_died_gives_its_job_back_and_stops_waiting(tmp_path, no_waiting):
     daemon = make_daemon(tmp_path)
-    assert not daemon._orphaned()
-    daemon._parents.append(_dead_process())
-    assert daemon._orphaned()
-    active = _ActiveJob(job_id=1, attempt=1, request_id="r", deadline=10**12)
-    assert daemon._leader_decision(active) == StopFlag.SHUTDOWN
+    assert not daemon.stop.orphaned()
+    daemon.stop.parents.append(_dead_process())
+    assert daemon.stop.orphaned()
+    active = ActiveJob(job_id=1, attempt=1, request_id="r", deadline=10**12)
+    assert daemon.gate.leader_decision(active) == StopFlag.SHUTDOWN
     # Its embedded database went with the supervisor: no endless wait for an outcome write.
     write = Flaky(failures=10**6)
-    assert daemon._db("release", write, retry=True) is None
+    assert daemon.db("release", write, retry=True) is None
     assert write.calls == 1
 
 

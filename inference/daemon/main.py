@@ -12,7 +12,6 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from inference.checkpoint import CheckpointError, parse_dtype, transformer_config, validate_checkpoint_dir
-from inference.daemon.active import ActiveJob
 from inference.daemon.config import DaemonConfig, requested_topology, running_topology
 from inference.daemon.database import DatabaseCalls
 from inference.daemon.heartbeat import loading_heartbeat
@@ -25,7 +24,7 @@ from inference.parallel.context import ParallelContext
 from inference.parallel.topology import TopologyRequest, build_meshes, resolve_topology
 from inference.pipeline.compile import parse_shape
 from inference.pipeline.loading import LoadOptions, load_components
-from inference.runtime import GroupBroken, Runtime, StopFlag, barrier, init_runtime, shutdown_runtime
+from inference.runtime import GroupBroken, Runtime, barrier, init_runtime, shutdown_runtime
 from inference.tiny import create_tiny_checkpoint
 from inference.video import output_problem
 from videojobs import services
@@ -49,27 +48,15 @@ class Daemon:
         self.components = None
         self.topology = running_topology(ctx, attention_backend="")
         self.stop = StopRequests(is_leader=runtime.is_leader)
-        self._db = DatabaseCalls(self.stop)
-        self.gate = StepGate(runtime, self.stop, self._db)
+        self.db = DatabaseCalls(self.stop)
+        self.gate = StepGate(runtime, self.stop, self.db)
         self.listener = ReadyListener(poll_seconds=config.poll_seconds)
-
-    # Rank 0's checks, each held by its collaborator (StopRequests, StepGate); the tests ask them here.
-
-    def _orphaned(self) -> bool:
-        return self.stop.orphaned()
-
-    @property
-    def _parents(self) -> list[psutil.Process]:
-        return self.stop.parents
-
-    def _leader_decision(self, active: ActiveJob) -> StopFlag:
-        return self.gate.leader_decision(active)
 
     def run(self) -> int:
         if self.runtime.is_leader:
             self._register()
         try:
-            with loading_heartbeat(self.config, self._db, is_leader=self.runtime.is_leader):
+            with loading_heartbeat(self.config, self.db, is_leader=self.runtime.is_leader):
                 self.load_pipeline()
             barrier(self.runtime)
             if self.runtime.is_leader:
@@ -116,10 +103,10 @@ class Daemon:
 
     def _job_loop(self) -> JobLoop:
         """Once the pipeline is loaded: the loop, and the runner it hands each job to."""
-        recorder = OutcomeRecorder(self.config, self._db, self.topology)
-        runner = JobRunner(self.runtime, self.config, self.ctx, self.components, gate=self.gate, db=self._db,
+        recorder = OutcomeRecorder(self.config, self.db, self.topology)
+        runner = JobRunner(self.runtime, self.config, self.ctx, self.components, gate=self.gate, db=self.db,
                            recorder=recorder)
-        return JobLoop(self.runtime, self.config, stop=self.stop, db=self._db, listener=self.listener, runner=runner)
+        return JobLoop(self.runtime, self.config, stop=self.stop, db=self.db, listener=self.listener, runner=runner)
 
     def _sign_off(self) -> None:
         """Rank 0, on the way out, whatever happened: the worker's row says stopped."""
