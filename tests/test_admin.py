@@ -67,6 +67,28 @@ def test_requeue_action_puts_a_failed_job_back(operator):
     assert job.status == JobStatus.IN_QUEUE and job.reason == ""
 
 
+@pytest.mark.parametrize("query", [
+    "created_at__year=99999999999999999999", "created_at__year=9999",
+    "created_at__year=2026&created_at__month=99999999999999999999", "created_at__year=9999&created_at__month=12",
+])
+def test_a_date_past_the_calendar_in_the_date_filter_is_the_bad_filter_notice(operator, query):
+    # Was a 500 (OverflowError, or ValueError for the year after 9999) inside Django's date hierarchy.
+    make_job()
+    response = operator.get(f"/admin/videojobs/videojob/?{query}")
+    assert response.status_code == 302 and response["Location"] == "/admin/videojobs/videojob/?e=1"
+
+
+@pytest.mark.parametrize("selected", ["abc", "\x00", "1e3"])
+def test_an_action_on_a_selection_that_is_not_ids_does_nothing_and_says_so(operator, selected):
+    # Was a 500: the selection went into the query as it came ("Field 'id' expected a number").
+    job = make_job()
+    response = operator.post("/admin/videojobs/videojob/", {"action": "cancel_jobs", "index": "0",
+                                                           "_selected_action": [str(job.pk), selected]})
+    assert response.status_code == 302
+    assert VideoJob.objects.get(pk=job.pk).status == JobStatus.IN_QUEUE
+    assert "not a row&#x27;s id" in operator.get(response["Location"]).content.decode()
+
+
 def test_worker_list_renders(operator):
     services.register_worker(name="w1", host="h", pid=1, world_size=1, topology={}, device="cpu", model="tiny")
     assert "w1" in operator.get("/admin/videojobs/inferenceworker/").content.decode()

@@ -69,6 +69,27 @@ def test_json_types_are_strict(api, valid_submit, field, value):
     assert field in response.json()["fields"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("prompt", 12345678901), ("prompt", 1.5e10), ("negative_prompt", 42), ("image_url", 1), ("image_size", 640),
+     ("sample_solver", 1), ("cache_method", False), ("webhook_url", 1.5)],
+)
+def test_a_text_field_takes_only_a_json_string(api, valid_submit, field, value):
+    # "prompt": 12345678901 was taken as the text "12345678901" (issue 20, item 9).
+    valid_submit[field] = value
+    response = api.post(URL, valid_submit, format="json")
+    assert response.status_code == 400
+    assert response.json()["fields"][field][0].startswith("Must be a JSON string")
+    assert not VideoJob.objects.exists()
+
+
+def test_webhook_events_takes_only_json_strings(api, valid_submit):
+    valid_submit.update(webhook_url="https://example.com/hook", webhook_events=[1])
+    response = api.post(URL, valid_submit, format="json")
+    assert response.status_code == 400
+    assert "Must be a JSON string" in response.json()["message"] and "webhook_events" in response.json()["fields"]
+
+
 def test_an_integer_is_a_valid_number(api, valid_submit):
     valid_submit["guidance_scale"] = 4
     assert api.post(URL, valid_submit, format="json").status_code == 202

@@ -6,6 +6,7 @@ from rest_framework_api_key.models import APIKey
 
 from tests.conftest import make_job, make_ready_job
 from videojobs import services
+from videojobs.api.serializers import PAGE_MAX
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +70,23 @@ def test_job_list_refuses_bad_query_parameters(api, query):
     response = api.get("/video/jobs", query)
     assert response.status_code == 400
     assert set(query) <= set(response.json()["fields"])
+
+
+@pytest.mark.parametrize("query", [
+    {"page": 9223372036854775807}, {"page": PAGE_MAX + 1}, {"page": "9" * 40}, {"page_size": 10**20},
+])
+def test_job_list_refuses_a_page_past_its_bound_naming_it(api, query):
+    # Was a 500: Postgres refused the OFFSET ("bigint out of range"), issue 20, item 2.
+    response = api.get("/video/jobs", query)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "VALIDATION_ERROR" and set(body["fields"]) == set(query)
+
+
+def test_the_last_page_allowed_answers_an_empty_page(api):
+    make_job()
+    body = api.get("/video/jobs", {"page": PAGE_MAX, "page_size": 100}).json()
+    assert (body["count"], body["results"], body["next_page"]) == (1, [], None)
 
 
 def test_job_list_reads_a_bounded_number_of_queries(api, django_assert_max_num_queries):

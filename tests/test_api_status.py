@@ -74,6 +74,13 @@ def test_unknown_or_malformed_request_id_is_404(api, request_id):
     assert response.json()["error"] == "NOT_FOUND"
 
 
+@pytest.mark.parametrize("request_id", [12345678901234567890123456789012, True, 1.5])
+def test_a_request_id_that_is_not_a_json_string_is_400(api, request_id):
+    response = status(api, request_id)
+    assert response.status_code == 400
+    assert response.json()["fields"]["requestId"][0].startswith("Must be a JSON string")
+
+
 def test_missing_request_id_is_400(api):
     response = api.post(URL, {}, format="json")
     assert response.status_code == 400

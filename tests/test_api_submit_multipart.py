@@ -94,6 +94,31 @@ def test_json_body_keeps_its_small_cap(api, settings):
     assert response.status_code == 413
 
 
+def test_a_form_field_over_the_memory_cap_is_a_413_with_our_error_body(api, settings):
+    # Django's multipart parser raises RequestDataTooBig inside request.data (issue 20, item 1).
+    response = upload(api, png_bytes(), prompt="x" * 1_000_000)
+    assert response.status_code == 413
+    body = response.json()
+    assert body["error"] == "PAYLOAD_TOO_LARGE"
+    assert f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes" in body["message"]
+    assert not VideoJob.objects.exists()
+
+
+def test_more_form_fields_than_django_reads_is_a_400_with_our_error_body(api, settings):
+    # TooManyFieldsSent, the same family (SuspiciousOperation).
+    response = upload(api, png_bytes(), **{f"field{n}": "1" for n in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)})
+    assert response.status_code == 400
+    assert response.json() == {"error": "BAD_REQUEST", "message": (
+        f"the request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields")}
+
+
+def test_more_files_than_django_reads_is_a_400_with_our_error_body(api, settings):
+    files = [_named(b"x") for _ in range(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)]
+    response = api.post("/video/submit", {**FORM, "image": files}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["error"] == "BAD_REQUEST" and "files" in response.json()["message"]
+
+
 def test_missing_file_is_named_under_image(api):
     response = upload(api, None)
     assert response.status_code == 400

@@ -97,6 +97,16 @@ def test_a_submit_without_an_image_asks_for_one_under_the_image_input(client):
     assert errors_of(response.content.decode(), "image") == ["Upload an image file, or give an image_url"]
 
 
+def test_form_fields_over_the_memory_cap_answer_as_the_api_does(client, settings):
+    # The page and the API map Django's refusals of a body the same way (issue 20, item 1).
+    response = client.post("/", {**GOOD_FORM, "prompt": "x" * 1_000_000, "image": upload()})
+    assert response.status_code == 413 and response.json()["error"] == "PAYLOAD_TOO_LARGE"
+    many = {f"field{n}": "1" for n in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)}
+    response = client.post("/", {**GOOD_FORM, **many, "image": upload()})
+    assert response.status_code == 400 and "more than" in response.json()["message"]
+    assert not VideoJob.objects.exists()
+
+
 def test_a_full_queue_is_a_message_above_the_form(client, settings):
     settings.MAX_CONCURRENT_TASKS = 1
     make_job(owner="key:someone")

@@ -54,6 +54,17 @@ def test_finished_job_cannot_be_moved_by_any_transition():
     assert VideoJob.objects.get(pk=job.pk).status == JobStatus.SUCCEED
 
 
+@pytest.mark.parametrize("request_id", ["\x00", "0" * 31 + "\x00", "\x00" * 32, 12345, None])
+def test_cancel_of_a_malformed_request_id_is_job_not_found_for_every_caller(request_id):
+    # The id is checked where every caller's cancel goes (the API, the page, the admin): a NUL
+    # byte, which Postgres refuses in text, never reaches a query (issue 20, item 3).
+    job = make_job()
+    for owner in ("", None):
+        with pytest.raises(errors.JobNotFound):
+            services.request_cancel(request_id=request_id, owner=owner)
+    assert VideoJob.objects.get(pk=job.pk).status == JobStatus.IN_QUEUE
+
+
 def test_zombie_attempt_cannot_overwrite_after_rescue_and_reclaim():
     make_ready_job()
     zombie = claim()

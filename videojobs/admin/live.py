@@ -1,10 +1,15 @@
-"""What the admin's pages share: read-only pages, the reload of a page while something runs,
-and the short texts its pages show of the daemon's results."""
+"""What the admin's pages share: read-only pages (whose lists and actions refuse a client's
+malformed dates and ids instead of failing on them), the reload of a page while something
+runs, and the short texts its pages show of the daemon's results."""
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -18,6 +23,34 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def get_changelist(self, request, **kwargs):
+        return CheckedChangeList
+
+    def response_action(self, request, queryset):
+        """Django's action, once every selected id is one of this model's ids: a
+        ``_selected_action`` of ``abc`` or a NUL byte is a message, not a 500 from the query."""
+        pk = self.model._meta.pk
+        try:
+            for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                pk.to_python(value)
+        except ValidationError:
+            self.message_user(request, "The selection holds a value that is not a row's id; nothing was done.",
+                              messages.ERROR)
+            return None  # the changelist again, as for any action that did not run
+        return super().response_action(request, queryset)
+
+
+class CheckedChangeList(ChangeList):
+    """Django's list, with a date past the calendar in the date hierarchy's filter
+    (``?created_at__year=99999999999999999999``, or 9999 whose next year is 10000) refused as
+    any bad filter is (the list again, ?e=1) instead of an OverflowError or a ValueError."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
 
 
 def excerpt(text: str, limit: int) -> str:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from videojobs import selectors
 from videojobs.admin.live import (
+    CheckedChangeList,
     ReadOnlyAdmin,
     age_text,
     refresh_context,
@@ -25,7 +25,7 @@ from videojobs.models import (
 )
 
 
-class WorkerChangeList(ChangeList):
+class WorkerChangeList(CheckedChangeList):
     """The workers page: each row also gets its mean seconds per job, from one query per page."""
 
     def get_results(self, request):

@@ -1,5 +1,6 @@
-"""The API's one exception handler, the error views Django calls outside DRF, and the body
-size limit: every error is {"error": CODE, "message": text} with a code from videojobs.errors.
+"""The API's one exception handler, the error views Django calls outside DRF, and the guards
+every request passes (the body size limit, no NUL byte in the URL): every error is
+{"error": CODE, "message": text} with a code from videojobs.errors.
 
 A service's refusal (videojobs.errors.JobRefused) is answered by errors.refusal_payload, as the
 job page and the admin answer it. Never a traceback or a server path: unexpected exceptions are
@@ -13,6 +14,7 @@ import sys
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import exceptions, status
@@ -49,10 +51,33 @@ def database_unavailable() -> JsonResponse:
     return response
 
 
+def refused_request(exc: SuspiciousOperation) -> tuple[int, dict]:
+    """(status, body) for Django's refusal of a request's shape (the SuspiciousOperation family,
+    raised while the body is read): 413 for form fields over DATA_UPLOAD_MAX_MEMORY_SIZE in all
+    (an uploaded file aside), 400 for too many fields or files and the rest. The API's handler
+    and handler400 (the job page, the admin) both answer with it."""
+    if isinstance(exc, RequestDataTooBig):
+        return 413, error_body(ErrorCode.PAYLOAD_TOO_LARGE, "the request's fields are over "
+                               f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes in all (an uploaded file aside)")
+    if isinstance(exc, TooManyFieldsSent):
+        return 400, error_body(ErrorCode.BAD_REQUEST,
+                               f"the request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields")
+    if isinstance(exc, TooManyFilesSent):
+        return 400, error_body(ErrorCode.BAD_REQUEST,
+                               f"the request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files")
+    return 400, error_body(ErrorCode.BAD_REQUEST, "the request was refused as malformed")
+
+
 def exception_handler(exc, context):
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unreachable: %s", exc)
         return database_unavailable()
+    if isinstance(exc, SuspiciousOperation):
+        # Django logs these itself (django.security.*) where they leave a view; a DRF view
+        # answers them here, and logs them as Django would.
+        logging.getLogger(f"django.security.{type(exc).__name__}").warning("%s", exc)
+        status_code, body = refused_request(exc)
+        return Response(body, status=status_code)
     if isinstance(exc, JobRefused):
         status_code, body, headers = refusal_payload(exc)
         return Response(body, status=status_code, headers=headers)
@@ -105,7 +130,45 @@ def handler500(request):
 
 
 def handler400(request, exception=None):
+    if isinstance(exception, SuspiciousOperation):  # e.g. the job page's or the admin's form
+        status_code, body = refused_request(exception)
+        return JsonResponse(body, status=status_code)
     return JsonResponse(error_body(ErrorCode.BAD_REQUEST, "bad request"), status=400)
+
+
+class NulByteGuardMiddleware:
+    """400 for a NUL byte in the URL (path or query string), a header or a cookie, before any
+    view or session lookup reads them.
+
+    Postgres refuses NUL in text, so an id, a page, a filter or a session key carrying one
+    (``/jobs/%00/cancel``, the admin's ``?owner=%00``, ``Cookie: sessionid="\\000..."``) would
+    fail in the database as a 500 wherever nothing checked it first. This one guard answers them
+    all: the API, the job page and the admin. (Bodies are checked by their serializers and forms:
+    DRF's and Django's text fields refuse NUL.)"""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        where = _nul_byte_in(request)
+        if where is not None:
+            return JsonResponse(error_body(ErrorCode.BAD_REQUEST, f"{where} holds a NUL byte (%00)"), status=400)
+        return self.get_response(request)
+
+
+def _nul_byte_in(request) -> str | None:
+    """Which part of the request holds a NUL byte, or None."""
+    query = request.GET  # a query over DATA_UPLOAD_MAX_NUMBER_FIELDS raises here: handler400
+    if "\x00" in request.path or any("\x00" in key or any("\x00" in value for value in values)
+                                     for key, values in query.lists()):
+        return "the URL"
+    if any("\x00" in value for name, value in request.META.items()
+           if name.startswith("HTTP_") and isinstance(value, str)):
+        return "a header"
+    # A quoted cookie's "\000" is unquoted to a NUL: the header itself holds none.
+    if any("\x00" in name or "\x00" in value for name, value in request.COOKIES.items()):
+        return "a cookie"
+    return None
 
 
 class BodySizeLimitMiddleware:

@@ -10,6 +10,9 @@ from videojobs import params as P
 from videojobs.models import JobStatus, WebhookEvent
 
 IDEMPOTENCY_KEY_MAX_CHARS = 128
+# /video/jobs pages: more than any caller has, and an OFFSET Postgres can hold (page x page_size).
+PAGE_MAX = 1_000_000
+PAGE_SIZE_MAX = 100
 
 
 def allowed_image_sizes() -> list[str]:
@@ -43,6 +46,30 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+class _StrictText:
+    """A JSON string, nothing else: DRF's text fields take 12345678901 for "12345678901"."""
+
+    default_error_messages = {"not_a_string": "Must be a JSON string (got {kind})."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string", kind="a boolean" if isinstance(data, bool)
+                      else "a number" if isinstance(data, (int, float)) else type(data).__name__)
+        return super().to_internal_value(data)
+
+
+class StrictCharField(_StrictText, serializers.CharField):
+    pass
+
+
+class StrictURLField(_StrictText, serializers.URLField):
+    pass
+
+
+class StrictChoiceField(_StrictText, serializers.ChoiceField):
+    pass
+
+
 class StrictBooleanField(serializers.BooleanField):
     default_error_messages = {"invalid": "Must be a JSON boolean (true or false)."}
 
@@ -54,17 +81,17 @@ class StrictBooleanField(serializers.BooleanField):
 
 class SubmitSerializer(serializers.Serializer):
     # Basic parameters (original contract).
-    prompt = serializers.CharField(min_length=P.PROMPT_MIN_CHARS, max_length=P.PROMPT_MAX_CHARS)
+    prompt = StrictCharField(min_length=P.PROMPT_MIN_CHARS, max_length=P.PROMPT_MAX_CHARS)
     # The input: a URL the server fetches, or (multipart/form-data) the image file itself.
-    image_url = serializers.URLField(max_length=2048, required=False)
+    image_url = StrictURLField(max_length=2048, required=False)
     image = serializers.FileField(required=False, allow_empty_file=False,
                                   help_text="multipart/form-data only: a JPEG, PNG, WebP, GIF or BMP file")
-    image_size = serializers.CharField(default=P.IMAGE_SIZE_DEFAULT, max_length=16)
+    image_size = StrictCharField(default=P.IMAGE_SIZE_DEFAULT, max_length=16)
     num_frames = StrictIntegerField(default=P.NUM_FRAMES_DEFAULT)
     guidance_scale = StrictFloatField(default=P.GUIDANCE_DEFAULT, min_value=P.GUIDANCE_MIN, max_value=P.GUIDANCE_MAX)
     infer_steps = StrictIntegerField(default=P.STEPS_DEFAULT, min_value=P.STEPS_MIN, max_value=P.STEPS_MAX)
     seed = StrictIntegerField(default=None, allow_null=True, min_value=P.SEED_MIN, max_value=P.SEED_MAX)
-    negative_prompt = serializers.CharField(
+    negative_prompt = StrictCharField(
         default=None, allow_null=True, allow_blank=True, max_length=P.NEGATIVE_PROMPT_MAX_CHARS
     )
     # Distributed parameters: how the original server was started. Accepted, compared with
@@ -81,16 +108,16 @@ class SubmitSerializer(serializers.Serializer):
         default=P.ATTENTIONCACHE_DEFAULTS["attentioncache_interval"], min_value=1, max_value=P.STEPS_MAX
     )
     end_step = StrictIntegerField(default=P.ATTENTIONCACHE_DEFAULTS["end_step"], min_value=0, max_value=P.STEPS_MAX)
-    cache_method = serializers.ChoiceField(choices=P.CACHE_METHODS, default=None, allow_null=True)
+    cache_method = StrictChoiceField(choices=P.CACHE_METHODS, default=None, allow_null=True)
     cache_threshold = StrictFloatField(
         default=P.CACHE_THRESHOLD_DEFAULT, min_value=P.CACHE_THRESHOLD_MIN, max_value=P.CACHE_THRESHOLD_MAX
     )
-    sample_solver = serializers.ChoiceField(choices=P.SAMPLE_SOLVERS, default=P.SOLVER_DEFAULT)
+    sample_solver = StrictChoiceField(choices=P.SAMPLE_SOLVERS, default=P.SOLVER_DEFAULT)
     sample_shift = StrictFloatField(default=P.SHIFT_DEFAULT, min_value=P.SHIFT_MIN, max_value=P.SHIFT_MAX)
     # Webhooks: the job's status document POSTed to webhook_url, signed (X-Signature).
-    webhook_url = serializers.URLField(max_length=2048, required=False, allow_blank=True)
+    webhook_url = StrictURLField(max_length=2048, required=False, allow_blank=True)
     webhook_events = serializers.ListField(
-        child=serializers.ChoiceField(choices=WebhookEvent.values), required=False, allow_empty=False, max_length=3,
+        child=StrictChoiceField(choices=WebhookEvent.values), required=False, allow_empty=False, max_length=3,
         help_text='which events to send: "completed" (the default: the job ended, whichever way), "started", "progress"',
     )
 
@@ -186,12 +213,12 @@ def _typed(field, value: str):
 class JobListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=JobStatus.values,
                                      required=False)
-    page = serializers.IntegerField(default=1, min_value=1)
-    page_size = serializers.IntegerField(default=20, min_value=1, max_value=100)
+    page = serializers.IntegerField(default=1, min_value=1, max_value=PAGE_MAX)
+    page_size = serializers.IntegerField(default=20, min_value=1, max_value=PAGE_SIZE_MAX)
 
 
 class RequestIdSerializer(serializers.Serializer):
-    requestId = serializers.CharField(max_length=64)
+    requestId = StrictCharField(max_length=64)
 
 
 class SubmitResponseSerializer(serializers.Serializer):

@@ -23,20 +23,36 @@ _PHASE_SPAN = {
 }
 
 
+def is_request_id(value: object) -> bool:
+    """Whether a client's requestId has the shape of one (32 lower-case hex characters).
+
+    Every lookup of a job by a client's id goes through here (jobs_by_request_id, and the raw
+    SQL of get_job_for_status): a malformed id, a NUL byte (which Postgres refuses in text)
+    included, is an unknown job, never a query."""
+    return isinstance(value, str) and REQUEST_ID_RE.fullmatch(value) is not None
+
+
+def jobs_by_request_id(*, request_id: object, owner: str | None = None):
+    """The job with this client's id, as a queryset (empty for a malformed id), of ``owner``
+    (None: anyone, for the admin). The API, the job page and services.request_cancel read
+    through it."""
+    if not is_request_id(request_id):
+        return VideoJob.objects.none()
+    jobs = VideoJob.objects.filter(request_id=request_id)
+    return jobs if owner is None else jobs.filter(owner=owner)
+
+
 def get_job(*, request_id: str, owner: str | None = None) -> VideoJob:
     """The job, if ``owner`` (None: anyone, for the admin) owns it. Raises VideoJob.DoesNotExist
     for an unknown or malformed id, and for another owner's job (it must look unknown to them)."""
-    if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
-        raise VideoJob.DoesNotExist(request_id)
-    jobs = VideoJob.objects.all() if owner is None else VideoJob.objects.filter(owner=owner)
-    return jobs.get(request_id=request_id)
+    return jobs_by_request_id(request_id=request_id, owner=owner).get()
 
 
 def get_job_for_status(*, request_id: str, owner: str | None = None) -> VideoJob:
     """get_job for the status poll, the API's most frequent request: the job and its place in
     the queue in one round trip (``job.queue_ahead``), as raw SQL because the ORM's compilation
     of the two queries cost more than Postgres answering them (bench/api_load.py)."""
-    if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
+    if not is_request_id(request_id):
         raise VideoJob.DoesNotExist(request_id)
     table, fields = VideoJob._meta.db_table, VideoJob._meta.concrete_fields
     columns = ", ".join(f'job."{field.column}"' for field in fields)
@@ -127,7 +143,7 @@ def _epoch(value) -> float | None:
 
 def expired_video_reason(*, request_id: str, owner: str) -> str | None:
     """Why a finished job's video is gone (the disk quota deleted it), or None."""
-    result = VideoJob.objects.filter(request_id=request_id, owner=owner).values_list("result", flat=True).first() or {}
+    result = jobs_by_request_id(request_id=request_id, owner=owner).values_list("result", flat=True).first() or {}
     return result.get("expired_reason") if result.get("expired") else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from videojobs import selectors
 from videojobs.errors import JobAlreadyFinished, JobNotFound
 from videojobs.models import JobEventKind, JobStatus, VideoJob
 from videojobs.services.events import CANCELLED_REASON, end_jobs, record_event
@@ -15,11 +16,10 @@ def request_cancel(*, request_id: str, owner: str | None = None) -> VideoJob:
     """InQueue -> Cancelled at once; InProgress -> cancel requested (the daemon stops it).
 
     Cancelling a cancelled job is a no-op; a job that already succeeded or failed raises
-    JobAlreadyFinished; an unknown id (or another owner's) raises JobNotFound.
+    JobAlreadyFinished; an unknown or malformed id (or another owner's) raises JobNotFound.
     """
     now = timezone.now()
-    jobs = VideoJob.objects.select_for_update()
-    job = (jobs if owner is None else jobs.filter(owner=owner)).filter(request_id=request_id).first()
+    job = selectors.jobs_by_request_id(request_id=request_id, owner=owner).select_for_update().first()
     if job is None:
         raise JobNotFound(request_id)
     if job.status == JobStatus.IN_QUEUE:
