@@ -15,9 +15,12 @@ Never SQLite: the queue relies on ``FOR UPDATE SKIP LOCKED`` and ``LISTEN/NOTIFY
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -31,16 +34,60 @@ STARTED_HERE = False
 _SOCKET_PATH_MAX = 103
 
 
-def _quiet_pgserver():
+# Where each data folder's runtime directory is made: short, so that a socket path fits below it.
+RUNTIME_ROOT = Path("/tmp")
+
+
+def runtime_dir(data_dir: Path) -> Path:
+    """``data_dir``'s own runtime directory (pgserver's lock file, and the server's socket when
+    the folder's path is too long for one): private to this user, one per data folder, so two
+    services on one machine share none of it. Made on first use."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    path = RUNTIME_ROOT / f"videogen-{os.geteuid()}-{hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:16]}"
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        found = path.lstat()
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+            raise RuntimeError(f"{path} is not a directory of this user; remove it") from None
+    return path
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _pgserver(data_dir: Path):
+    """pgserver (imported lazily: only the embedded default needs it), quiet, set to work on
+    ``data_dir`` with that folder's own runtime directory."""
     import logging
     import warnings
 
-    # pgserver logs every handle at INFO and platformdirs warns without XDG_RUNTIME_DIR.
+    import fasteners
+
+    # pgserver logs every handle at INFO and platformdirs warns about XDG_RUNTIME_DIR.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
-    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.geteuid()}")
-    with warnings.catch_warnings():
+    runtime = runtime_dir(data_dir)
+    # pgserver fixes one runtime directory per user when imported ($XDG_RUNTIME_DIR/python_PostgresServer:
+    # a lock file every server start takes, the sockets of long data paths): the folder's own
+    # instead. XDG_RUNTIME_DIR only for the import: the processes started later keep theirs.
+    with warnings.catch_warnings(), _environment("XDG_RUNTIME_DIR", str(runtime)):
         warnings.simplefilter("ignore")
-        import pgserver  # imported lazily: only the embedded default needs it
+        import pgserver
+        from pgserver.postgres_server import PostgresServer
+    if PostgresServer.runtime_path != runtime:
+        PostgresServer.runtime_path = runtime
+        PostgresServer.lock_path = runtime / ".lockfile"
+        PostgresServer._lock = fasteners.InterProcessLock(PostgresServer.lock_path)
     return pgserver
 
 
@@ -54,13 +101,13 @@ def socket_dir(data_dir: Path) -> Path:
     data_dir = Path(data_dir).expanduser().resolve()
     if len(os.fsencode(data_dir / ".s.PGSQL.5432")) <= _SOCKET_PATH_MAX:
         return data_dir
-    # Longer: pgserver's own probe (a bind in the folder, or a folder named by its inode).
-    _quiet_pgserver()
-    from pgserver.postgres_server import PostgresServer
+    # Longer: pgserver's own probe (a bind in the folder, or a folder named by its inode in the
+    # folder's runtime directory).
+    _pgserver(data_dir)
     from pgserver.utils import find_suitable_socket_dir
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    return find_suitable_socket_dir(data_dir, PostgresServer.runtime_path)
+    return find_suitable_socket_dir(data_dir, runtime_dir(data_dir))
 
 
 def database_url(data_dir: Path) -> str:
@@ -71,8 +118,8 @@ def database_url(data_dir: Path) -> str:
 def ensure_running(data_dir: Path) -> str:
     """Start the server on ``data_dir`` unless it runs (initialising a new folder); its URL."""
     global STARTED_HERE
-    pgserver = _quiet_pgserver()
     data_dir = Path(data_dir)
+    pgserver = _pgserver(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     # web, qcluster and the daemon may start at the same moment: one initdb, one postmaster.
     with _lock(data_dir) as lock:
@@ -97,7 +144,7 @@ def stop_if_started_here() -> None:
 
 def stop_embedded_database(data_dir: Path) -> None:
     """Fast shutdown of an on-demand server, if one runs on ``data_dir``."""
-    _quiet_pgserver()
+    _pgserver(data_dir)
     from pgserver._commands import pg_ctl  # the same helper pgserver starts it with
 
     if not (data_dir / "postmaster.pid").exists():
@@ -117,7 +164,7 @@ class EmbeddedPostgres:
     def start(self, *, preexec_fn, timeout: float = 60.0) -> None:
         """Initialise the folder if new, start the postmaster in the foreground, wait until ready."""
         # 1. The folder and its owner (postgres refuses to run as root: pgserver's system user).
-        _quiet_pgserver()
+        _pgserver(self.data_dir)
         from pgserver._commands import POSTGRES_BIN_PATH
         from pgserver.postgres_server import PostgresServer
 

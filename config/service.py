@@ -1,5 +1,5 @@
-"""`make run`: the whole service in the foreground (web, django-q2 cluster, inference daemon,
-and the embedded Postgres when DATABASE_URL is unset).
+"""`make run`: the whole service in the foreground (web, the two django-q2 clusters, inference
+daemon, and the embedded Postgres when DATABASE_URL is unset).
 
 A small supervisor:
 - one per data folder: a second one on the same VAR_DIR refuses with one line naming the first
@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -42,6 +42,7 @@ SHUTDOWN_GRACE_SECONDS = 30
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # over the supervisor's (child_env)
     process: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -72,14 +73,18 @@ def web_command(*, host: str, port: int, workers: int) -> list[str]:
 
 
 def child_commands() -> list[Child]:
+    """The processes of this host's SERVICE_ROLES. The qcluster role is two django-q2 clusters:
+    input preparation and the sweeps, and webhook deliveries on their own queue and workers
+    (django-q2 takes the cluster's name from Q_CLUSTER_NAME, read before any command line is)."""
     python = sys.executable
     manage = str(settings.BASE_DIR / "manage.py")
     children = {
-        "web": Child("web", web_command(host=settings.SERVER_HOST, port=settings.SERVER_PORT, workers=settings.WEB_WORKERS)),
-        "qcluster": Child("qcluster", [python, manage, "qcluster"]),
-        "inference": Child("inference", daemon_command()),
+        "web": [Child("web", web_command(host=settings.SERVER_HOST, port=settings.SERVER_PORT, workers=settings.WEB_WORKERS))],
+        "qcluster": [Child("qcluster", [python, manage, "qcluster"]),
+                     Child("webhooks", [python, manage, "qcluster"], env={"Q_CLUSTER_NAME": settings.WEBHOOK_CLUSTER})],
+        "inference": [Child("inference", daemon_command())],
     }
-    return [children[role] for role in ("web", "qcluster", "inference") if role in settings.SERVICE_ROLES]
+    return [child for role in ("web", "qcluster", "inference") if role in settings.SERVICE_ROLES for child in children[role]]
 
 
 def prepare() -> None:
@@ -138,7 +143,7 @@ def take_lock(var_dir: Path):
 
 
 def _start(child: "Child", env: dict[str, str], now: float) -> None:
-    child.process = subprocess.Popen(child.argv, env=env, cwd=settings.BASE_DIR, start_new_session=True,
+    child.process = subprocess.Popen(child.argv, env={**env, **child.env}, cwd=settings.BASE_DIR, start_new_session=True,
                                      preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
     child.started_at = now
 
@@ -215,7 +220,7 @@ def _announce(children: list["Child"]) -> None:
     if "web" in settings.SERVICE_ROLES:
         logger.info("serving on http://%s:%s (docs at /docs); Ctrl-C stops everything", settings.SERVER_HOST, settings.SERVER_PORT)
     for child in children:
-        logger.info("%s: %s", child.name, shlex.join(child.argv))
+        logger.info("%s: %s", child.name, shlex.join([f"{k}={v}" for k, v in child.env.items()] + child.argv))
     if not settings.MODEL_CKPT_DIR:
         logger.warning("MODEL_CKPT_DIR is unset: the daemon runs the tiny random-weight model, which produces noise")
 

@@ -218,6 +218,11 @@ RING_SIZE = env.optional_integer("RING_SIZE", minimum=1, maximum=1024)
 CFG_SIZE = env.integer("CFG_SIZE", 1, minimum=1, maximum=2)
 
 # --- django-q2: ORM broker on the same Postgres ---------------------------------------
+# Two clusters, each its own queue and workers: the default one prepares inputs and runs the
+# sweeps; WEBHOOK_CLUSTER only delivers webhooks (`qcluster` with Q_CLUSTER_NAME=webhooks), so a
+# receiver that hangs holds a delivery worker for WEBHOOK_TIMEOUT, never an input's.
+WEBHOOK_CLUSTER = "webhooks"
+_WEBHOOK_TASK_TIMEOUT = int(WEBHOOK_TIMEOUT + 30)  # one POST, with room to record it
 Q_CLUSTER = {
     "name": "videogen",
     "orm": "default",
@@ -230,6 +235,13 @@ Q_CLUSTER = {
     "ack_failures": True,
     "poll": 0.5,
     "label": "Django Q2",
+    "ALT_CLUSTERS": {
+        WEBHOOK_CLUSTER: {
+            "workers": env.integer("WEBHOOK_WORKERS", 2, minimum=1, maximum=64),
+            "timeout": _WEBHOOK_TASK_TIMEOUT,
+            "retry": _WEBHOOK_TASK_TIMEOUT + 60,
+        },
+    },
 }
 
 # --- DRF and OpenAPI ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The counterpart of the original product's start_service.sh: the same variables and
 # defaults, plus NPROC_PER_NODE and DEVICE. It prints the configuration, then runs the same
-# supervisor as `make run` (web, django-q2 cluster, and the inference daemon under torchrun),
+# supervisor as `make run` (web, the two django-q2 clusters, and the inference daemon under torchrun),
 # in the foreground; Ctrl-C or SIGTERM stops everything it started. It never kills processes
 # by name: a second copy on the same port fails on its own.
 #

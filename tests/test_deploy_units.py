@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 from django.core.management import get_commands
 
-from config.service import daemon_command, web_command
+from config.service import child_commands, daemon_command, web_command
 from inference.daemon.stop import STOP_SIGNAL_DEBOUNCE_SECONDS
 from tests.conftest import make_job, png_bytes
 from tests.daemon_support import ROOT, database_url_for_tests, job_state, running, service_env, wait_for
@@ -31,7 +31,8 @@ DEPLOY = ROOT / "deploy"
 INSTALL = "/opt/videogen"
 PYTHON = f"{INSTALL}/.venv/bin/python"
 ENV_FILE = "/etc/videogen/videogen.env"
-SERVICES = ("videogen-web.service", "videogen-qcluster.service", "videogen-inference.service")
+SERVICES = ("videogen-web.service", "videogen-qcluster.service", "videogen-webhooks.service",
+            "videogen-inference.service")
 STRONG_KEY = "x7$Qp!v2@Lm9#Rt4^Wz8&Yb1*Nc6(Hd3)Jf5_Kg0+Se7-Ua2=Io9%Pl4"
 STRONG_WEBHOOK_SECRET = "wH7kP2qR9sT4vX8zB3nM6cF1gJ5lD0aE-yU"
 
@@ -115,7 +116,7 @@ def test_each_service_runs_as_the_service_user_from_the_install_dir_after_the_ne
         assert all(command.startswith(PYTHON + " ") for command in unit["Service"].get(key, [])), (name, key)
 
 
-def test_the_target_starts_all_three_and_the_readme_installs_the_template_where_the_units_read_it():
+def test_the_target_starts_every_service_and_the_readme_installs_the_template_where_the_units_read_it():
     target = parse_unit(DEPLOY / "videogen.target")
     assert set(" ".join(target["Unit"]["Wants"]).split()) == set(SERVICES)
     readme = (ROOT / "README.md").read_text()
@@ -139,6 +140,25 @@ def test_qcluster_unit_starts_the_cluster_exactly_as_make_run_does():
     (command,) = service("videogen-qcluster.service")["ExecStart"]
     assert expand(command, env_template())[1:] == [str(ROOT / "manage.py"), "qcluster"]
     assert service("videogen-qcluster.service")["Restart"] == ["always"]
+
+
+@pytest.mark.parametrize("unit, child", [("videogen-qcluster.service", "qcluster"),
+                                         ("videogen-webhooks.service", "webhooks")])
+def test_each_django_q_unit_runs_the_cluster_make_run_runs_under_the_same_name(settings, unit, child):
+    settings.SERVICE_ROLES = ["qcluster"]
+    (started,) = [c for c in child_commands() if c.name == child]
+    (command,) = service(unit)["ExecStart"]
+    assert expand(command, env_template())[1:] == started.argv[1:]
+    # The cluster's name (Q_CLUSTER_NAME; none: the default cluster) is the supervisor's; systemd
+    # lets the EnvironmentFile override Environment=.
+    environment = {**unit_environment(unit), **env_template()}
+    assert environment.get("Q_CLUSTER_NAME") == started.env.get("Q_CLUSTER_NAME")
+    assert service(unit)["Restart"] == ["always"] and service(unit)["KillMode"] == ["mixed"]
+
+
+def test_stopping_the_webhooks_unit_waits_for_a_delivery_in_flight(settings):
+    delivery = settings.Q_CLUSTER["ALT_CLUSTERS"][settings.WEBHOOK_CLUSTER]["timeout"]
+    assert int(service("videogen-webhooks.service")["TimeoutStopSec"][0]) > delivery
 
 
 def test_inference_unit_starts_torchrun_exactly_as_make_run_does_on_one_host(settings):

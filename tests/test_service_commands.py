@@ -33,7 +33,8 @@ def test_roles_choose_the_children(settings):
     settings.SERVICE_ROLES = ["inference"]
     assert [child.name for child in child_commands()] == ["inference"]
     settings.SERVICE_ROLES = ["web", "qcluster", "inference"]
-    assert [child.name for child in child_commands()] == ["web", "qcluster", "inference"]
+    # The qcluster role: the cluster that prepares inputs and the one that delivers webhooks.
+    assert [child.name for child in child_commands()] == ["web", "qcluster", "webhooks", "inference"]
 
 
 def test_start_service_refuses_several_hosts_without_a_shared_database():

@@ -2,6 +2,7 @@
 (prepare an input, deliver a webhook) and the NOTIFY that wakes idle daemons."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import connection
 from django_q.tasks import async_task
 
@@ -21,4 +22,7 @@ def enqueue_prepare_input(job_id: int) -> None:
 
 
 def enqueue_webhook(delivery_id: int) -> None:
-    async_task("videojobs.tasks.deliver_webhook", delivery_id, task_name=f"webhook-{delivery_id}")
+    """On the deliveries' own cluster: a receiver that hangs never holds a worker that prepares
+    another client's input (settings.WEBHOOK_CLUSTER)."""
+    async_task("videojobs.tasks.deliver_webhook", delivery_id, task_name=f"webhook-{delivery_id}",
+               cluster=settings.WEBHOOK_CLUSTER)
