@@ -13,9 +13,11 @@ from PIL import Image
 from pytest_django.asserts import assertInHTML
 
 from tests.conftest import VALID_SUBMIT, make_job, make_ready_job, png_bytes
+from tests.net_support import blank_1bit_png
 from videojobs import services
 from videojobs.errors import ImageInputError
 from videojobs.models import JobPhase, VideoJob
+from videojobs.services import submit as submit_service
 
 pytestmark = pytest.mark.django_db
 
@@ -104,6 +106,16 @@ def test_a_full_queue_is_a_message_above_the_form(client, settings):
     assert response.status_code == 429
     assert re.search(r'<div class="alert" role="alert"><p>The server is busy \(1 unfinished jobs, limit 1\)',
                      response.content.decode())
+
+
+def test_a_client_over_its_rate_is_refused_before_its_upload_is_decoded(client, settings, monkeypatch):
+    settings.OWNER_SUBMITS_PER_MINUTE = 1
+    assert client.post("/", {**GOOD_FORM, "image": upload()}).status_code == 302
+    decoded, real = [], submit_service.normalize_image
+    monkeypatch.setattr(submit_service, "normalize_image", lambda data, **kw: decoded.append(data) or real(data, **kw))
+    response = client.post("/", {**GOOD_FORM, "image": upload(blank_1bit_png(6320, 6320))})  # 40 megapixels
+    assert response.status_code == 429 and "in the last minute" in response.content.decode()
+    assert decoded == [] and VideoJob.objects.count() == 1
 
 
 def test_a_good_submit_redirects_to_the_job_page_with_the_job_filed_under_the_session_user(client, django_user_model):
