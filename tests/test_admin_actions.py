@@ -58,6 +58,7 @@ def test_retry_as_new_job_reuses_the_stored_input_and_leaves_the_original_alone(
 
 def test_retry_of_an_uploaded_input_submits_the_stored_image_as_an_upload(admin_client, settings):
     original = make_job(image_url="", image_bytes=png_bytes(color=(1, 2, 3)))
+    services.prepare_job_input(job_id=original.pk)
     job = claim(original)
     services.request_cancel(request_id=job.request_id)
     services.finish_cancelled_job(job_id=job.pk, attempt=job.attempt)
@@ -68,12 +69,19 @@ def test_retry_of_an_uploaded_input_submits_the_stored_image_as_an_upload(admin_
     assert (new.status, new.phase, new.image_url) == (JobStatus.IN_QUEUE, JobPhase.WAITING, "")
     with Image.open(Path(settings.MEDIA_ROOT) / new.input_image) as image:
         assert image.getpixel((0, 0)) == (1, 2, 3)
+    original.refresh_from_db()
     assert (Path(settings.MEDIA_ROOT) / original.input_image).is_file()
+    # Decoded already: ready at once, and no copy of it waits for an input task.
+    assert sorted(p.name for p in (Path(settings.MEDIA_ROOT) / "inputs").iterdir()) == sorted(
+        [f"{original.request_id}.png", f"{new.request_id}.png"])
+    assert services.prepare_job_input(job_id=new.pk) is None
 
 
 def test_retry_of_an_upload_whose_image_is_gone_is_refused(admin_client, settings):
     original = make_job(image_url="", image_bytes=png_bytes())
+    services.prepare_job_input(job_id=original.pk)
     services.request_cancel(request_id=original.request_id)
+    original.refresh_from_db()
     (Path(settings.MEDIA_ROOT) / original.input_image).unlink()
     response = admin_client.post(f"{JOBS}{original.pk}/retry/", follow=True)
     assert "is gone; submit it again" in response.content.decode()

@@ -7,14 +7,15 @@ import struct
 import zlib
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from tests.net_support import (  # noqa: F401 (fixtures are found by name)
     GOOD_JPEG,
+    blank_1bit_png,
     expect_error,
     make_png,
 )
-from videojobs.net.images import normalize_image
+from videojobs.net.images import ImageHeader, normalize_image, probe_image
 
 # --------------------------------------------------------------------------------------
 # normalize_image
@@ -147,3 +148,44 @@ def test_header_claiming_more_than_max_pixels_is_refused():
         "IMAGE_TOO_LARGE", normalize_image, _png_header_only(12000, 12000), max_pixels=40_000_000
     )
     assert err.reason == "image is 12000x12000 pixels; the limit is 40000000"
+
+
+# --------------------------------------------------------------------------------------
+# probe_image: the header alone (an upload, in the request)
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    def load(self, *args, **kwargs):
+        raise AssertionError("pixel data must not be decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+
+
+def test_probe_reads_the_format_and_size_from_the_header_without_decoding(no_decoding):
+    huge = blank_1bit_png(6320, 6320)
+    assert len(huge) < 10_000
+    assert probe_image(huge, max_pixels=40_000_000) == ImageHeader(source_format="PNG", width=6320, height=6320)
+    assert probe_image(GOOD_JPEG) == ImageHeader(source_format="JPEG", width=40, height=30)
+
+
+def test_probe_refuses_too_many_pixels_from_the_header_without_decoding(no_decoding):
+    err = expect_error("IMAGE_TOO_LARGE", probe_image, blank_1bit_png(6320, 6320), max_pixels=1_000_000)
+    assert err.reason == "image is 6320x6320 pixels; the limit is 1000000"
+
+
+@pytest.mark.parametrize("data", [b"", b"hello world", b"%PDF-1.4 not a picture"])
+def test_probe_refuses_what_is_not_an_accepted_format(no_decoding, data):
+    expect_error("IMAGE_NOT_AN_IMAGE", probe_image, data)
+
+
+def test_probe_refuses_formats_outside_the_allow_list(no_decoding):
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="TIFF")
+    expect_error("IMAGE_NOT_AN_IMAGE", probe_image, buf.getvalue())
+
+
+def test_a_file_corrupt_past_its_header_passes_the_probe_and_fails_the_decode():
+    truncated = make_png((40, 30))[:60]
+    assert probe_image(truncated) == ImageHeader(source_format="PNG", width=40, height=30)
+    expect_error("IMAGE_NOT_AN_IMAGE", normalize_image, truncated)

@@ -13,9 +13,11 @@ from PIL import Image
 from pytest_django.asserts import assertInHTML
 
 from tests.conftest import VALID_SUBMIT, make_job, make_ready_job, png_bytes
+from tests.net_support import blank_1bit_png
 from videojobs import services
 from videojobs.errors import ImageInputError
-from videojobs.models import VideoJob
+from videojobs.models import JobPhase, VideoJob
+from videojobs.services import submit as submit_service
 
 pytestmark = pytest.mark.django_db
 
@@ -116,6 +118,16 @@ def test_a_full_queue_is_a_message_above_the_form(client, settings):
                      response.content.decode())
 
 
+def test_a_client_over_its_rate_is_refused_before_its_upload_is_decoded(client, settings, monkeypatch):
+    settings.OWNER_SUBMITS_PER_MINUTE = 1
+    assert client.post("/", {**GOOD_FORM, "image": upload()}).status_code == 302
+    decoded, real = [], submit_service.normalize_image
+    monkeypatch.setattr(submit_service, "normalize_image", lambda data, **kw: decoded.append(data) or real(data, **kw))
+    response = client.post("/", {**GOOD_FORM, "image": upload(blank_1bit_png(6320, 6320))})  # 40 megapixels
+    assert response.status_code == 429 and "in the last minute" in response.content.decode()
+    assert decoded == [] and VideoJob.objects.count() == 1
+
+
 def test_a_good_submit_redirects_to_the_job_page_with_the_job_filed_under_the_session_user(client, django_user_model):
     user = django_user_model.objects.create_user("ada", password="pw")
     client.force_login(user)
@@ -123,7 +135,8 @@ def test_a_good_submit_redirects_to_the_job_page_with_the_job_filed_under_the_se
     job = VideoJob.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/jobs/{job.request_id}"
     assert job.owner == f"user:{user.pk}"
-    assert job.image_url == "" and job.input_image  # the upload is stored, ready to claim
+    assert job.image_url == "" and job.phase == JobPhase.PREPARING  # the upload is stored as sent
+    services.prepare_job_input(job_id=job.pk)  # its django-q2 task decodes it, out of the request
     assert job.params["image_size"] == "64*64" and job.params["num_frames"] == 25 and job.params["seed"] == 7
     page = client.get(response["Location"])
     assert page.status_code == 200 and VALID_SUBMIT["prompt"] in page.content.decode()
@@ -144,6 +157,7 @@ def test_the_same_form_sent_twice_makes_one_job(client):
 def test_the_recent_jobs_list_shows_the_callers_jobs_with_thumbnails_and_states(client):
     mine, _ = services.submit_job(prompt="a lighthouse in a storm at night", params={"image_size": "64*64"},
                                   image_bytes=png_bytes())
+    services.prepare_job_input(job_id=mine.pk)
     services.request_cancel(request_id=mine.request_id, owner="")
     make_job(prompt="somebody else's secret prompt", owner="key:other")
     html = client.get("/").content.decode()
@@ -253,6 +267,7 @@ def test_another_owners_job_is_404_on_every_page_route(client, django_user_model
     owner = django_user_model.objects.create_user("owner", password="pw")
     job, _ = services.submit_job(prompt=VALID_SUBMIT["prompt"], params={"image_size": "64*64"}, image_bytes=png_bytes(),
                                  owner=f"user:{owner.pk}")
+    services.prepare_job_input(job_id=job.pk)  # its input image stored: there is one to refuse
     client.force_login(django_user_model.objects.create_user("intruder", password="pw"))
     response = getattr(client, method)(route.format(id=job.request_id))
     assert response.status_code == 404 and b"No such job" in response.content

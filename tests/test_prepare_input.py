@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_job, png_bytes
-from videojobs import tasks
+from videojobs import services, tasks
 from videojobs.models import JobPhase, JobStatus, VideoJob
 
 pytestmark = pytest.mark.django_db
@@ -153,3 +153,38 @@ def test_cancelled_job_is_not_made_ready(image_server, settings):
     assert tasks.prepare_input(job.pk) == "skipped"
     assert VideoJob.objects.get(pk=job.pk).status == JobStatus.CANCELLED
     assert not list(Path(settings.MEDIA_ROOT).glob("inputs/*"))
+
+
+# --- an upload: stored as sent by the submit, decoded here ------------------------------------
+
+
+def upload_job(settings, data: bytes) -> tuple[VideoJob, Path]:
+    job = make_job(image_url="", image_bytes=data)
+    return job, Path(settings.MEDIA_ROOT) / "inputs" / f"{job.request_id}.upload"
+
+
+def test_an_upload_is_decoded_stored_as_png_and_its_file_as_sent_deleted(settings):
+    job, stored = upload_job(settings, png_bytes(80, 60))
+    assert stored.is_file() and job.input_ready_at is None
+    tasks.prepare_input(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.phase) == (JobStatus.IN_QUEUE, JobPhase.WAITING)
+    assert hashlib.sha256((Path(settings.MEDIA_ROOT) / job.input_image).read_bytes()).hexdigest() == job.input_sha256
+    assert not stored.exists()
+
+
+def test_a_cancelled_upload_is_not_prepared_and_its_file_is_deleted(settings):
+    job, stored = upload_job(settings, png_bytes())
+    services.request_cancel(request_id=job.request_id)
+    assert tasks.prepare_input(job.pk) == "skipped"
+    assert VideoJob.objects.get(pk=job.pk).status == JobStatus.CANCELLED
+    assert not list(Path(settings.MEDIA_ROOT).glob("inputs/*"))
+
+
+def test_an_upload_no_longer_stored_fails_the_job_as_input_missing(settings):
+    job, stored = upload_job(settings, png_bytes())
+    stored.unlink()
+    tasks.prepare_input(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (JobStatus.FAILED, "INPUT_MISSING")
+    assert job.reason == "the uploaded image is no longer stored on the server; submit the job again"

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
-from tests.conftest import make_job, make_ready_job
+from tests.conftest import make_job, make_ready_job, png_bytes
 from videojobs import services
 from videojobs.models import JobStatus, VideoJob
 
@@ -95,6 +96,16 @@ def test_output_quota_deletes_oldest_finished_videos_first(settings):
     assert not (settings.OUTPUT_DIR / f"{names[0]}.mp4").exists()
     assert (settings.OUTPUT_DIR / f"{names[2]}.mp4").exists()
     assert VideoJob.objects.get(request_id=names[0]).result["expired"] is True
+
+
+def test_history_purge_deletes_an_upload_whose_input_task_never_ran(settings):
+    job = make_job(image_url="", image_bytes=png_bytes())
+    stored = Path(settings.MEDIA_ROOT) / "inputs" / f"{job.request_id}.upload"
+    assert stored.is_file()
+    services.request_cancel(request_id=job.request_id)  # and its prepare_input task was lost
+    VideoJob.objects.filter(pk=job.pk).update(finished_at=timezone.now() - timedelta(days=40))
+    assert services.purge_finished_jobs(older_than_days=30) == 1
+    assert not stored.exists()
 
 
 def test_history_purge_deletes_old_finished_jobs_only():

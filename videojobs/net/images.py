@@ -1,9 +1,12 @@
 """Decode and check a job's input image, and re-encode it.
 
-Pure Python: nothing from Django, no torch. :func:`normalize_image` decodes the bytes (from
-:func:`videojobs.net.safe_http.fetch_image_bytes`, or an upload) with Pillow under a pixel
-limit, applies the EXIF orientation, flattens to RGB on white and re-encodes as PNG. Every
-failure a user can cause is raised as :class:`videojobs.errors.ImageInputError`.
+Pure Python: nothing from Django, no torch. :func:`probe_image` reads only the header (the
+format against the allowlist, the size against a pixel limit) and decodes no pixel: an upload
+is checked with it in the request. :func:`normalize_image` decodes the bytes (from
+:func:`videojobs.net.safe_http.fetch_image_bytes`, or a stored upload, in the input task) with
+Pillow under the same limits, applies the EXIF orientation, flattens to RGB on white and
+re-encodes as PNG. Every failure a user can cause is raised as
+:class:`videojobs.errors.ImageInputError`.
 """
 
 from __future__ import annotations
@@ -18,14 +21,23 @@ from videojobs.errors import ErrorCode, ImageInputError
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "ImageHeader",
     "NormalizedImage",
     "normalize_image",
+    "probe_image",
 ]
 
 # Formats handed to Pillow.  Restricting them keeps decoders with a history of trouble
 # (and EPS, which runs Ghostscript) away from untrusted bytes.  Multi-picture JPEGs from
 # cameras are opened by the JPEG plugin and report their format as "MPO".
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    source_format: str
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,25 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise _not_an_image() from None
 
 
+def _checked_header(img: Image.Image, max_pixels: int) -> ImageHeader:
+    """The format and size Pillow read from the header, within ``max_pixels``."""
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise _not_an_image()
+    if width * height > max_pixels:
+        raise _too_many_pixels(width, height, max_pixels)
+    return ImageHeader(source_format=(img.format or "").upper() or "UNKNOWN", width=width, height=height)
+
+
+def probe_image(data: bytes, *, max_pixels: int = 40_000_000) -> ImageHeader:
+    """Check ``data`` from its header alone: one of :data:`ACCEPTED_FORMATS`, at most
+    ``max_pixels`` pixels. No pixel data is decoded, so the cost does not grow with the
+    picture's size (a file that is corrupt past its header passes; :func:`normalize_image`
+    finds it). Raises :class:`ImageInputError`."""
+    with _open(data, max_pixels) as img:
+        return _checked_header(img, max_pixels)
+
+
 def _decode_rgb(img: Image.Image, width: int, height: int, max_pixels: int) -> Image.Image:
     """The first frame, EXIF-oriented and flattened to RGB."""
     try:
@@ -104,13 +135,8 @@ def normalize_image(data: bytes, *, max_pixels: int = 40_000_000) -> NormalizedI
     """
     img = _open(data, max_pixels)
     with img:
-        source_format = (img.format or "").upper() or "UNKNOWN"
-        width, height = img.size
-        if width <= 0 or height <= 0:
-            raise _not_an_image()
-        if width * height > max_pixels:
-            raise _too_many_pixels(width, height, max_pixels)
-        rgb = _decode_rgb(img, width, height, max_pixels)
+        header = _checked_header(img, max_pixels)
+        rgb = _decode_rgb(img, header.width, header.height, max_pixels)
     if rgb.width * rgb.height > max_pixels:
         raise _too_many_pixels(rgb.width, rgb.height, max_pixels)
     rgb.info.clear()  # no metadata: identical pixels give identical bytes
@@ -122,5 +148,5 @@ def normalize_image(data: bytes, *, max_pixels: int = 40_000_000) -> NormalizedI
         sha256=hashlib.sha256(png).hexdigest(),
         width=rgb.width,
         height=rgb.height,
-        source_format=source_format,
+        source_format=header.source_format,
     )

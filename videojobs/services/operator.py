@@ -15,7 +15,7 @@ from videojobs.models import UNFINISHED_STATUSES, JobEventKind, JobPhase, JobSta
 from videojobs.services import handoff
 from videojobs.services.events import back_in_queue, record_event
 from videojobs.services.retention import expired_result
-from videojobs.services.submit import mark_input_ready, store_input, submit_job
+from videojobs.services.submit import drop_upload, mark_input_ready, store_input, submit_job
 
 
 @transaction.atomic
@@ -57,9 +57,10 @@ def retry_as_new_job(*, job_id: int) -> VideoJob:
     """Operator action: submit a finished job again as a new job (new requestId, fresh attempts)
     with its prompt, parameters, owner and webhook. It goes through submit_job, so the owner's
     gates and the queue limit apply as to any submit. The stored input image, when there is one,
-    is copied under the new job's name and marked ready as an upload is (a fetched one is not
-    fetched again; an uploaded one is submitted as the upload it was); without it the image_url
-    is fetched again. The original job is not touched.
+    was decoded and checked already: it is copied under the new job's name and marked ready at
+    once (a fetched one is not fetched again; an uploaded one is submitted as the upload it was),
+    and the new job's prepare_input task then finds nothing to do; without it the image_url is
+    fetched again. The original job is not touched.
 
     Raises JobNotFinished, InputGone, and whatever submit_job raises (OwnerLimit, QueueFull,
     WebhooksDisabled, WebhookURLError, ImageInputError)."""
@@ -81,10 +82,12 @@ def retry_as_new_job(*, job_id: int) -> VideoJob:
         webhook_events=list(source.webhook_events) or None,
         note=f"retry of {source.request_id} by an operator",
     )
-    if source.image_url and image_bytes is not None:
-        # The image the source fetched and checked; its prepare_input task then finds it ready.
+    if image_bytes is not None:
+        # The image the source fetched or uploaded, checked and normalised; its prepare_input
+        # task then finds it ready. The copy submit_job stored as an upload is not needed.
         relative = store_input(request_id=job.request_id, data=image_bytes)
         mark_input_ready(job_id=job.pk, image_path=str(relative), sha256=source.input_sha256)
+        drop_upload(request_id=job.request_id)
     job.refresh_from_db()
     return job
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from videojobs import selectors
 from videojobs.models import FINISHED_STATUSES, UNFINISHED_STATUSES, MetricTotal, VideoJob
+from videojobs.services.submit import drop_upload
 
 
 @transaction.atomic
@@ -20,7 +21,7 @@ def purge_finished_jobs(*, older_than_days: int) -> int:
     cutoff = timezone.now() - timedelta(days=older_than_days)
     old = VideoJob.objects.filter(status__in=FINISHED_STATUSES, finished_at__lt=cutoff)
     _carry_metric_totals(jobs=old)
-    for job in old.only("input_image", "result"):
+    for job in old.only("request_id", "input_image", "result"):
         _delete_job_files(job)
     _, per_model = old.delete()  # events and deliveries go with their jobs
     return per_model.get(VideoJob._meta.label, 0)
@@ -44,6 +45,7 @@ def _carry_metric_totals(*, jobs) -> None:
 def _delete_job_files(job: VideoJob) -> None:
     if job.input_image:
         (Path(settings.MEDIA_ROOT) / job.input_image).unlink(missing_ok=True)
+    drop_upload(request_id=job.request_id)  # an upload whose prepare_input never ran
     video = (job.result or {}).get("video_file")
     if video:
         (Path(settings.OUTPUT_DIR) / video).unlink(missing_ok=True)

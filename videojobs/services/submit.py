@@ -1,10 +1,12 @@
-"""Admission of a job (the gates, idempotency, an upload checked now) and the preparation of
-its input image (fetched, checked, stored), until the job is claimable."""
+"""Admission of a job (the gates, idempotency, an upload's header checked now) and the
+preparation of its input image (fetched or read from the stored upload, decoded, checked,
+stored as PNG), until the job is claimable."""
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from django.utils import timezone
 from videojobs.errors import ErrorCode, IdempotencyConflict, ImageInputError, OwnerLimit, QueueFull, WebhooksDisabled
 from videojobs.models import UNFINISHED_STATUSES, JobEventKind, JobPhase, JobStatus, VideoJob, WebhookEvent
 from videojobs.net import webhooks as webhook_transport
-from videojobs.net.images import normalize_image
+from videojobs.net.images import normalize_image, probe_image
 from videojobs.net.safe_http import FetchPolicy, fetch_image_bytes
 from videojobs.net.addresses import parse_networks
 from videojobs.services import handoff
@@ -72,47 +74,61 @@ def submit_job(
 ) -> tuple[VideoJob, bool]:
     """Admit a job (or return the one this owner already submitted with this idempotency key).
 
-    The input is ``image_url`` (fetched later by prepare_input) or ``image_bytes`` (an upload:
-    checked and re-encoded now, under the same limits as a fetched image, so the job is ready to
-    claim at once). ``note`` starts the detail of the job's "submitted" event (e.g. what it
-    retries). Returns (job, created). Raises ImageInputError for an unusable upload,
+    The input is ``image_url`` or ``image_bytes`` (an upload): either way prepare_input decodes
+    it later, out of the request, and the job is claimable once it has. An upload is checked
+    now only as far as its size in bytes and its header go (format, pixels: no pixel is decoded)
+    and stored as it came. ``note`` starts the detail of the job's "submitted" event (e.g. what
+    it retries). Returns (job, created). Raises ImageInputError for an unusable upload,
     WebhooksDisabled, IdempotencyConflict, OwnerLimit, QueueFull.
     """
     if (image_bytes is None) == (not image_url):
         raise ValueError("give exactly one of image_url and image_bytes")
-    # 1. The webhook_url under the image fetcher's address rules; the upload decoded and
-    #    re-encoded. Both before any lock is taken: a lookup or a large picture takes time.
+    # 1. The webhook_url under the image fetcher's address rules; the upload's byte cap and
+    #    header. Both before any lock is taken (a lookup takes time); neither decodes a picture,
+    #    so a refused submit (OwnerLimit, QueueFull) costs no decoding.
     if webhook_url:
         if not settings.WEBHOOK_SECRET:
             raise WebhooksDisabled("webhooks are off on this server (WEBHOOK_SECRET is not set)")
         webhook_transport.check_url(webhook_url, policy=webhook_transport.policy_from_settings())
-    image = None if image_bytes is None else _checked_upload(image_bytes)
-    source = image_url or f"upload:sha256:{image.sha256}"
+    upload = None if image_bytes is None else _checked_upload(image_bytes)
+    # An upload's fingerprint is the sha256 of the bytes as sent (a retry sends the same bytes).
+    source = image_url or f"upload:sha256:{upload.sha256}"
     fingerprint = request_fingerprint(prompt=prompt, image_url=source, negative_prompt=negative_prompt,
                                       params={**params, "webhook_url": webhook_url, "webhook_events": webhook_events})
-    return _admit(prompt=prompt, params=params, image_url=image_url, image=image, negative_prompt=negative_prompt,
+    return _admit(prompt=prompt, params=params, image_url=image_url, upload=upload, negative_prompt=negative_prompt,
                   owner=owner, idempotency_key=idempotency_key, fingerprint=fingerprint, webhook_url=webhook_url,
                   webhook_events=list(webhook_events or [WebhookEvent.COMPLETED]) if webhook_url else [], note=note)
 
 
-def _checked_upload(data: bytes):
-    """An uploaded image under a fetched image's limits (size, formats, pixels), re-encoded as
-    PNG. Raises ImageInputError with a reason about the upload."""
+@dataclass(frozen=True)
+class _Upload:
+    data: bytes
+    sha256: str  # of the bytes as sent
+
+
+UPLOAD_NOT_AN_IMAGE = "the file is not a JPEG, PNG, WebP, GIF or BMP image (or it is corrupt)"
+# A file whose header passed but whose pixels cannot be decoded: the job ends Failed with it.
+UPLOAD_UNDECODABLE = "the uploaded file could not be decoded as an image (it is corrupt or truncated)"
+
+
+def _checked_upload(data: bytes) -> _Upload:
+    """An uploaded file under a fetched image's limits, as far as they can be checked without
+    decoding it: its size in bytes first, then its header (an accepted format, at most
+    IMAGE_MAX_PIXELS). Raises ImageInputError on the ``image`` field."""
     if len(data) > settings.IMAGE_MAX_BYTES:
         raise ImageInputError(f"the file is {len(data)} bytes; the limit is {settings.IMAGE_MAX_BYTES}",
                               ErrorCode.IMAGE_TOO_LARGE, field="image")
     try:
-        return normalize_image(data, max_pixels=settings.IMAGE_MAX_PIXELS)
+        probe_image(data, max_pixels=settings.IMAGE_MAX_PIXELS)
     except ImageInputError as exc:
-        reason = exc.reason
-        if exc.code == ErrorCode.IMAGE_NOT_AN_IMAGE:
-            reason = "the file is not a JPEG, PNG, WebP, GIF or BMP image (or it is corrupt)"
+        reason = UPLOAD_NOT_AN_IMAGE if exc.code == ErrorCode.IMAGE_NOT_AN_IMAGE else exc.reason
         raise ImageInputError(reason, exc.code, field="image") from None
+    return _Upload(data=data, sha256=hashlib.sha256(data).hexdigest())
 
 
 @transaction.atomic
-def _admit(*, prompt: str, params: dict[str, Any], image_url: str, image, negative_prompt: str, owner: str,
-           idempotency_key: str | None, fingerprint: str, webhook_url: str, webhook_events: list[str],
+def _admit(*, prompt: str, params: dict[str, Any], image_url: str, upload: _Upload | None, negative_prompt: str,
+           owner: str, idempotency_key: str | None, fingerprint: str, webhook_url: str, webhook_events: list[str],
            note: str) -> tuple[VideoJob, bool]:
     # 1. Serialise admissions so two concurrent submits cannot both pass the gates.
     with connection.cursor() as cursor:
@@ -126,7 +142,8 @@ def _admit(*, prompt: str, params: dict[str, Any], image_url: str, image, negati
             return existing, False
     # 3. The gates: this owner's share, then the whole queue.
     _check_admission(owner, timezone.now())
-    # 4. Insert. A URL goes to django-q2 once the row is committed; an upload is stored now.
+    # 4. Insert; an upload is stored as it came. Either input goes to django-q2 (prepare_input)
+    #    once the row is committed.
     job = VideoJob.objects.create(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -141,49 +158,74 @@ def _admit(*, prompt: str, params: dict[str, Any], image_url: str, image, negati
         webhook_url=webhook_url,
         webhook_events=webhook_events,
     )
-    source = "upload" if image is not None else image_url
+    source = "upload" if upload is not None else image_url
     record_event(job=job, kind=JobEventKind.SUBMITTED, detail=f"{note} ({source})" if note else source)
-    if image is None:
-        transaction.on_commit(lambda: handoff.enqueue_prepare_input(job.pk))
-    else:
-        relative = store_input(request_id=job.request_id, data=image.data)
-        mark_input_ready(job_id=job.pk, image_path=str(relative), sha256=image.sha256)
-        job.refresh_from_db()
+    if upload is not None:
+        _write(upload_path(job.request_id), upload.data)
+    transaction.on_commit(lambda: handoff.enqueue_prepare_input(job.pk))
     return job, True
+
+
+def upload_path(request_id: str) -> Path:
+    """Where a job's upload waits, as sent, for prepare_input (relative to MEDIA_ROOT)."""
+    return Path("inputs") / f"{request_id}.upload"
 
 
 def store_input(*, request_id: str, data: bytes) -> Path:
     """Write a job's normalised input image under MEDIA_ROOT; returns its relative path."""
     relative = Path("inputs") / f"{request_id}.png"
-    target = Path(settings.MEDIA_ROOT) / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".png.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    _write(relative, data)
     return relative
 
 
-def prepare_job_input(*, job_id: int) -> VideoJob | None:
-    """Fetch, check and store the job's image, then make the job claimable.
+def _write(relative: Path, data: bytes) -> None:
+    target = Path(settings.MEDIA_ROOT) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
 
-    Network I/O happens outside any transaction; the state change is one guarded update.
-    Returns the job, or None when it no longer needs an input (cancelled, already ready).
+
+def drop_upload(*, request_id: str) -> None:
+    """Delete a job's stored upload (prepare_input is done with it, or the job is purged)."""
+    (Path(settings.MEDIA_ROOT) / upload_path(request_id)).unlink(missing_ok=True)
+
+
+def prepare_job_input(*, job_id: int) -> VideoJob | None:
+    """Fetch (or read the stored upload), decode, check and store the job's image, then make the
+    job claimable. The stored upload is deleted once this is done with it (ready, failed, or no
+    longer needed).
+
+    Network I/O and decoding happen outside any transaction; the state change is one guarded
+    update. Returns the job, or None when it no longer needs an input (cancelled, already ready).
     """
     job = VideoJob.objects.filter(pk=job_id, status=JobStatus.IN_QUEUE, input_ready_at__isnull=True).first()
     if job is None:
+        request_id = VideoJob.objects.filter(pk=job_id).values_list("request_id", flat=True).first()
+        if request_id is not None:
+            drop_upload(request_id=request_id)
         return None
-    policy = FetchPolicy(
-        max_bytes=settings.IMAGE_MAX_BYTES,
-        connect_timeout=settings.IMAGE_CONNECT_TIMEOUT,
-        total_timeout=settings.IMAGE_TOTAL_TIMEOUT,
-        allowed_networks=parse_networks(",".join(settings.IMAGE_URL_ALLOWED_NETWORKS)),
-    )
-    # 1. Download and decode; a user-facing reason on any failure.
+    prepared = _prepare(job)
+    # Ready, failed or cancelled meanwhile: the upload is not needed again. (An unexpected error
+    # keeps it, for requeue_stale_inputs to try again.)
+    if not job.image_url:
+        drop_upload(request_id=job.request_id)
+    return prepared
+
+
+def _prepare(job: VideoJob) -> VideoJob | None:
+    # 1. Download or read, and decode; a user-facing reason on any failure.
     try:
-        data = fetch_image_bytes(job.image_url, policy=policy)
-        image = normalize_image(data, max_pixels=settings.IMAGE_MAX_PIXELS)
+        image = normalize_image(_input_bytes(job), max_pixels=settings.IMAGE_MAX_PIXELS)
     except ImageInputError as exc:
-        fail_input(job_id=job.pk, code=exc.code, reason=exc.reason)
+        reason = exc.reason
+        if not job.image_url and exc.code == ErrorCode.IMAGE_NOT_AN_IMAGE:
+            reason = UPLOAD_UNDECODABLE
+        fail_input(job_id=job.pk, code=exc.code, reason=reason)
+        return VideoJob.objects.get(pk=job.pk)
+    except FileNotFoundError:
+        fail_input(job_id=job.pk, code=ErrorCode.INPUT_MISSING,
+                   reason="the uploaded image is no longer stored on the server; submit the job again")
         return VideoJob.objects.get(pk=job.pk)
     # 2. Store the normalised copy under a name that is unique per job.
     relative = store_input(request_id=job.request_id, data=image.data)
@@ -192,6 +234,20 @@ def prepare_job_input(*, job_id: int) -> VideoJob | None:
         (Path(settings.MEDIA_ROOT) / relative).unlink(missing_ok=True)
         return None
     return VideoJob.objects.get(pk=job.pk)
+
+
+def _input_bytes(job: VideoJob) -> bytes:
+    """The job's image as fetched from its image_url, or as uploaded. Raises ImageInputError
+    (the fetch) or FileNotFoundError (an upload that is gone)."""
+    if not job.image_url:
+        return (Path(settings.MEDIA_ROOT) / upload_path(job.request_id)).read_bytes()
+    policy = FetchPolicy(
+        max_bytes=settings.IMAGE_MAX_BYTES,
+        connect_timeout=settings.IMAGE_CONNECT_TIMEOUT,
+        total_timeout=settings.IMAGE_TOTAL_TIMEOUT,
+        allowed_networks=parse_networks(",".join(settings.IMAGE_URL_ALLOWED_NETWORKS)),
+    )
+    return fetch_image_bytes(job.image_url, policy=policy)
 
 
 @transaction.atomic
