@@ -113,6 +113,16 @@ def test_delivery_page_shows_the_attempt_log_and_the_payload(admin_client):
     assert f'<pre>{{\n  &quot;requestId&quot;: &quot;{job.request_id}&quot;,' in html
 
 
+def test_delivery_page_shows_the_webhook_id_receivers_see_and_the_list_finds_it(admin_client):
+    job = make_job()
+    delivery, other = _delivery(job), _delivery(job)
+    html = admin_client.get(f"{DELIVERIES}{delivery.pk}/change/").content.decode()
+    assert str(delivery.public_id) in html and str(other.public_id) not in html
+    html = admin_client.get(f"{DELIVERIES}?q={delivery.public_id}").content.decode()
+    assert f"/admin/videojobs/webhookdelivery/{delivery.pk}/change/" in html
+    assert f"/admin/videojobs/webhookdelivery/{other.pk}/change/" not in html
+
+
 def test_deliver_again_sends_undelivered_deliveries_now_and_leaves_delivered_ones(
         admin_client, django_capture_on_commit_callbacks):
     job = make_job()

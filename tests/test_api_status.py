@@ -47,15 +47,34 @@ def test_succeeded_job_reports_results_with_video_url(api):
     services.complete_job(
         job_id=claimed.pk,
         attempt=claimed.attempt,
-        result={"video_path": f"generated_videos/{job.request_id}.mp4", "frames": 25, "fps": 16},
+        result={"video_file": f"{job.request_id}.mp4", "frames": 25, "fps": 16},
         timings={"denoising": 1.5},
     )
     body = status(api, job.request_id).json()
     assert body["status"] == "Succeed"
     assert body["progress"] == 1.0
     assert body["results"]["video_url"] == f"/videos/{job.request_id}.mp4"
-    assert body["results"]["video_path"].endswith(f"{job.request_id}.mp4")
+    assert body["results"]["video_path"] == f"{job.request_id}.mp4"  # relative to the output folder
     assert body["results"]["timings"] == {"denoising": 1.5}
+
+
+@pytest.mark.parametrize("stored", ["absolute path and file name", "absolute path only", "project-relative path"])
+def test_a_job_stored_with_a_server_path_reports_its_video_relative_to_the_output_folder(api, settings, stored):
+    # Rows written before issue 20 kept the daemon's path: absolute whenever OUTPUT_DIR was
+    # outside the project folder (the production layout), else relative to the project.
+    job = make_ready_job()
+    claimed = services.claim_next_job(worker="w1")
+    name = f"{job.request_id}.mp4"
+    result = {
+        "absolute path and file name": {"video_path": str(settings.OUTPUT_DIR / name), "video_file": name},
+        "absolute path only": {"video_path": str(settings.OUTPUT_DIR / name)},
+        "project-relative path": {"video_path": f"generated_videos/{name}", "video_file": name},
+    }[stored]
+    services.complete_job(job_id=claimed.pk, attempt=claimed.attempt, result={**result, "frames": 25}, timings={})
+    response = status(api, job.request_id)
+    assert response.json()["results"]["video_path"] == name
+    assert response.json()["results"]["frames"] == 25
+    assert str(settings.OUTPUT_DIR) not in response.content.decode()
 
 
 def test_failed_job_reports_reason_and_code(api):
@@ -101,7 +120,7 @@ def test_the_one_query_status_read_equals_the_orm_field_for_field():
     job = make_ready_job(owner="key:abcd1234")
     claimed = services.claim_next_job(worker="w1")
     services.complete_job(job_id=claimed.pk, attempt=claimed.attempt, timings={"denoising": 1.5},
-                          result={"video_path": "generated_videos/x.mp4", "frames": 25, "topology": {"world_size": 1}})
+                          result={"video_file": "x.mp4", "frames": 25, "topology": {"world_size": 1}})
     orm = selectors.get_job(request_id=job.request_id, owner="key:abcd1234")
     fast = selectors.get_job_for_status(request_id=job.request_id, owner="key:abcd1234")
     for field in orm._meta.concrete_fields:

@@ -250,7 +250,8 @@ def test_the_scrape_costs_the_same_queries_for_many_jobs(api, history, settings,
             timings={"encoding": 1.0, "denoising": float(index)})
         input_failure(f"IMAGE_CODE_{index % 4}")
     WebhookDelivery.objects.bulk_create(
-        [WebhookDelivery(job=history, event="completed", url="https://example.com/h", state="failed", attempts=5)] * 20)
+        [WebhookDelivery(job=history, event="completed", url="https://example.com/h", state="failed", attempts=5)
+         for _ in range(20)])
     with CaptureQueriesContext(connection) as many, django_assert_max_num_queries(SCRAPE_QUERIES):
         families = scrape(api)
     assert len(many) == len(few)

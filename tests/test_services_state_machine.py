@@ -5,10 +5,11 @@ import threading
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from tests.conftest import make_job, make_ready_job
 from videojobs import errors, services
-from videojobs.models import JobStatus, VideoJob
+from videojobs.models import JobEvent, JobStatus, VideoJob
 
 pytestmark = pytest.mark.django_db
 
@@ -160,3 +161,20 @@ def test_release_puts_the_job_back_without_charging_the_attempt(settings):
     assert job.status == JobStatus.IN_QUEUE and job.worker == "" and job.lease_until is None
     assert job.max_attempts - job.attempt == settings.JOB_MAX_ATTEMPTS
     assert not services.release_job(job_id=job.pk, attempt=job.attempt)
+
+
+@pytest.mark.parametrize("ending", ["input failure", "daemon failure", "any other end (end_jobs)"])
+def test_a_job_never_keeps_a_server_path_in_its_reason_however_it_ends(ending):
+    # The reason reaches clients (status document, webhooks, the job page); the event keeps it too.
+    reason = "cannot open '/var/lib/videogen/media/inputs/x.png': Permission denied"
+    job = make_job() if ending == "input failure" else make_ready_job()
+    if ending == "input failure":
+        assert services.fail_input(job_id=job.pk, code="IMAGE_NOT_AN_IMAGE", reason=reason)
+    elif ending == "daemon failure":
+        assert services.fail_job(job_id=job.pk, attempt=claim().attempt, code="INFERENCE_ERROR", reason=reason)
+    else:
+        assert services.end_jobs(VideoJob.objects.filter(pk=job.pk), status=JobStatus.FAILED, now=timezone.now(),
+                                 reason=reason, error_code="INTERNAL_ERROR")
+    job.refresh_from_db()
+    assert job.reason == "cannot open '<path>': Permission denied"
+    assert JobEvent.objects.get(job=job, kind="failed").detail == job.reason

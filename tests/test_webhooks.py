@@ -6,6 +6,7 @@ import ast
 import json
 from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from django.utils import timezone
@@ -54,13 +55,41 @@ def test_completed_webhook_reaches_receiver_with_valid_signature():
                            signature=headers["X-Signature"])
     assert not webhooks.verify(secret="another secret", timestamp=headers["X-Webhook-Timestamp"], body=body,
                                signature=headers["X-Signature"])
-    assert (headers["X-Webhook-Event"], headers["X-Webhook-Id"]) == ("completed", str(delivery.pk))
+    assert (headers["X-Webhook-Event"], headers["X-Webhook-Id"]) == ("completed", str(delivery.public_id))
     document = json.loads(body)
     assert document["requestId"] == job.request_id
     assert document["status"] == "Succeed"
     assert document["results"]["video_url"] == f"/videos/{job.request_id}.mp4"
     delivery.refresh_from_db()
     assert delivery.attempts == 1 and delivery.last_status_code == 200 and delivery.delivered_at is not None
+
+
+def test_the_webhook_id_is_an_opaque_uuid_the_same_on_every_try():
+    with Receiver(statuses=[500]) as receiver:
+        job = make_ready_job(webhook_url=receiver.url)
+        run_job_to_success(job)
+        delivery = WebhookDelivery.objects.get(job=job)
+        assert services.deliver_webhook(delivery_id=delivery.pk) == DeliveryState.PENDING
+        assert services.redeliver_webhook(delivery_id=delivery.pk)
+        assert services.deliver_webhook(delivery_id=delivery.pk) == DeliveryState.DELIVERED
+    # A receiver drops duplicates by it, and learns nothing from it (no row count, no neighbour's id).
+    sent = [UUID(request["headers"]["X-Webhook-Id"]) for request in receiver.requests]
+    assert sent == [delivery.public_id, delivery.public_id] and sent[0].version == 4
+
+
+def test_the_completed_webhook_names_the_video_relative_to_the_output_folder(settings):
+    # The result as the daemon kept it before issue 20: OUTPUT_DIR outside the project gave an
+    # absolute path (tmp_path is outside, like /var/lib/videogen/videos).
+    with Receiver() as receiver:
+        job = make_ready_job(webhook_url=receiver.url)
+        claimed = services.claim_next_job(worker="w1", lease_seconds=60)
+        name = f"{job.request_id}.mp4"
+        assert services.complete_job(job_id=job.pk, attempt=claimed.attempt, timings={},
+                                     result={"video_path": str(settings.OUTPUT_DIR / name), "video_file": name})
+        services.deliver_webhook(delivery_id=WebhookDelivery.objects.get(job=job).pk)
+    [request] = receiver.requests
+    assert json.loads(request["body"])["results"]["video_path"] == name
+    assert str(settings.OUTPUT_DIR).encode() not in request["body"]
 
 
 def test_signature_is_refused_for_a_changed_body_or_an_old_timestamp():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.postgres.functions import RandomUUID
 from django.db import models
 
 
@@ -192,6 +193,10 @@ class WebhookDelivery(models.Model):
     """One webhook event for one job, and every attempt to deliver it."""
 
     job = models.ForeignKey(VideoJob, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    # The delivery's id for receivers (X-Webhook-Id): opaque, unlike the row's sequential pk, which
+    # would tell them how many deliveries the service made. The database default gave the rows
+    # that existed before it their own (migration 0007).
+    public_id = models.UUIDField(default=uuid.uuid4, db_default=RandomUUID(), unique=True, editable=False)
     event = models.CharField(max_length=16, choices=WebhookEvent.choices)
     url = models.URLField(max_length=2048)
     payload = models.JSONField(default=dict)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from django.conf import settings
 
 from inference.daemon.active import ActiveJob
 from inference.daemon.config import DaemonConfig
@@ -41,13 +38,6 @@ def topology_warnings(params: dict[str, Any], topology: dict[str, Any]) -> list[
                 "(topology is fixed when the daemon starts)"
             )
     return warnings
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.relative_to(settings.BASE_DIR))
-    except ValueError:
-        return str(path)
 
 
 class OutcomeRecorder:
@@ -84,7 +74,8 @@ class OutcomeRecorder:
     def _complete(self, ids: dict[str, int], run: JobRun, message: dict[str, Any], timings: dict[str, float]) -> None:
         video, topology = run.video, self.topology
         result = {
-            "video_path": _display_path(video.path),
+            # The file's name in OUTPUT_DIR, never its path: the status document and the webhooks
+            # name the video from it (videojobs.selectors.video_name).
             "video_file": video.path.name,
             "size_bytes": video.size_bytes,
             "duration_seconds": round(video.duration_seconds, 3),

@@ -23,10 +23,10 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ("job_link", "event", "url", "state", "attempts", "last_status_code", "last_error_excerpt",
                     "created_at", "delivered_at")
     list_filter = ("state", "event")
-    search_fields = ("job__request_id", "url")
+    search_fields = ("job__request_id", "url", "=public_id")  # the X-Webhook-Id a receiver reports
     list_select_related = ("job",)
     actions = ("deliver_again",)
-    fields = readonly_fields = ("job_link", "event", "url", "state", "attempts", "next_attempt_at", "last_attempt_at",
+    fields = readonly_fields = ("job_link", "public_id", "event", "url", "state", "attempts", "next_attempt_at", "last_attempt_at",
                                 "last_status_code", "last_error", "created_at", "delivered_at", "attempt_log",
                                 "payload_json")
 

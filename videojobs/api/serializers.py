@@ -242,7 +242,10 @@ class StatusResponseSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=JobStatus.values)
     reason = serializers.CharField(allow_null=True)
     error_code = serializers.CharField(allow_null=True)
-    results = serializers.DictField(allow_null=True)
+    results = serializers.DictField(allow_null=True, help_text=(
+        "Once the job succeeded: video_url (the download) and video_path (the original contract's field: the video "
+        "relative to the server's output folder, never a server path), then what ran (frames, fps, resolution, "
+        "seed, topology, acceleration, warnings, timings). A job that stopped or failed keeps what ran."))
     queue_position = serializers.IntegerField(allow_null=True)
     progress = serializers.FloatField()
     phase = serializers.CharField()

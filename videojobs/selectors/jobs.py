@@ -3,7 +3,7 @@ status document, the lists, its place in the queue, its video, and its summaries
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from django.conf import settings
@@ -152,9 +152,16 @@ def has_video(*, job: VideoJob) -> bool:
     return job.status == JobStatus.SUCCEED and not (job.result or {}).get("expired")
 
 
+def video_name(*, job: VideoJob) -> str:
+    """A job's video relative to OUTPUT_DIR: the one form a client is told (``results.video_path``
+    of the status document and the webhooks), never the server's path. Rows from before issue 20
+    also kept the daemon's path, absolute when OUTPUT_DIR was outside the project: it is not read."""
+    return PurePosixPath((job.result or {}).get("video_file") or f"{job.request_id}.mp4").name
+
+
 def video_path(*, job: VideoJob) -> Path:
     """Where a succeeded job's video is (or was) stored."""
-    return Path(settings.OUTPUT_DIR) / ((job.result or {}).get("video_file") or f"{job.request_id}.mp4")
+    return Path(settings.OUTPUT_DIR) / video_name(job=job)
 
 
 def video_url_for(*, request_id: str) -> str:
@@ -165,12 +172,11 @@ def status_document(*, job: VideoJob) -> dict[str, Any]:
     """The /video/status body: the original fields first, then our extra detail."""
     results = None
     if job.status == JobStatus.SUCCEED and job.result:
-        results = {k: v for k, v in job.result.items() if k not in ("video_file",)}
-        if job.result.get("expired"):
-            # Nothing left to download: no URL or path that would only answer 410.
-            results.pop("video_path", None)
-        else:
-            results["video_url"] = video_url_for(request_id=job.request_id)
+        results = {k: v for k, v in job.result.items() if k not in ("video_file", "video_path")}
+        if not job.result.get("expired"):
+            # Nothing left to download once expired: no URL or path that would only answer 410.
+            results = {"video_url": video_url_for(request_id=job.request_id), "video_path": video_name(job=job),
+                       **results}
     elif job.result:
         # A stopped or failed job still reports what actually ran (topology, warnings).
         results = {k: v for k, v in job.result.items() if k in ("topology", "warnings", "seed")} or None

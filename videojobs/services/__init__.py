@@ -20,7 +20,7 @@ Callers (views, tasks, the admin, the daemon) use the names re-exported here:
 - handoff: the django-q2 tasks and the NOTIFY sent at commit
 """
 from videojobs.services.cancel import request_cancel
-from videojobs.services.events import CANCELLED_REASON, end_jobs, record_event
+from videojobs.services.events import CANCELLED_REASON, end_jobs, record_event, redact_paths
 from videojobs.services.handoff import READY_CHANNEL
 from videojobs.services.lease import (
     claim_next_job,
@@ -29,7 +29,6 @@ from videojobs.services.lease import (
     finish_cancelled_job,
     heartbeat,
     is_cancel_requested,
-    redact_paths,
     release_job,
     report_progress,
 )

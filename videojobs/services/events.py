@@ -3,6 +3,7 @@ a JobEvent row, one log line, and the webhook deliveries the job asked for."""
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -52,12 +53,22 @@ def record_event(*, job: VideoJob, kind: str, detail: str = "") -> JobEvent:
     return event
 
 
+_SERVER_PATH = re.compile(r"(?<![\w:/])/(?:[^\s'\":,;()\[\]/]+/)+[^\s'\":,;()\[\]]*")
+
+
+def redact_paths(text: str) -> str:
+    """A reason without the server's file paths (a client must never see them)."""
+    return _SERVER_PATH.sub("<path>", text)
+
+
 def end_jobs(jobs, *, status: str, now: datetime, reason: str, error_code: str = "", **columns: Any) -> int:
     """The one place a job ends: ``jobs`` (a queryset that guards the transition it ends) move to
     ``status``; each ended job records its event (row, log line, "completed" webhook). Rows are
-    locked first, so the guard holds for what is updated. Returns how many ended."""
+    locked first, so the guard holds for what is updated. The reason reaches clients, so it loses
+    any server path here, whoever ended the job. Returns how many ended."""
     if status not in _ENDING_EVENT:
         raise ValueError(f"{status!r} does not end a job; expected one of {', '.join(_ENDING_EVENT)}")
+    reason = redact_paths(reason)
     ids = list(jobs.select_for_update().values_list("pk", flat=True))
     if not ids:
         return 0

@@ -3,7 +3,6 @@ stop on cancel, give back). Every write after the claim is fenced on (id, attemp
 so a zombie whose lease was rescued cannot overwrite the attempt that replaced it."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -94,19 +93,11 @@ def complete_job(*, job_id: int, attempt: int, result: dict[str, Any], timings: 
                          phase=JobPhase.DONE, result=result, timings=timings, progress_step=F("progress_total")))
 
 
-_SERVER_PATH = re.compile(r"(?<![\w:/])/(?:[^\s'\":,;()\[\]/]+/)+[^\s'\":,;()\[\]]*")
-
-
-def redact_paths(text: str) -> str:
-    """A reason without the server's file paths (a client must never see them)."""
-    return _SERVER_PATH.sub("<path>", text)
-
-
 @transaction.atomic
 def fail_job(*, job_id: int, attempt: int, code: str, reason: str, timings: dict[str, float] | None = None) -> bool:
     extra = {} if timings is None else {"timings": timings}
     return bool(end_jobs(_fenced(job_id, attempt), status=JobStatus.FAILED, now=timezone.now(),
-                         reason=redact_paths(reason), error_code=code, **extra))
+                         reason=reason, error_code=code, **extra))
 
 
 @transaction.atomic

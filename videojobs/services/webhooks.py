@@ -58,7 +58,7 @@ def deliver_webhook(*, delivery_id: int, now: datetime | None = None) -> str | N
         transport.TIMESTAMP_HEADER: str(stamp),
         transport.SIGNATURE_HEADER: transport.sign(secret=settings.WEBHOOK_SECRET, timestamp=stamp, body=body),
         transport.EVENT_HEADER: delivery.event,
-        transport.ID_HEADER: str(delivery.pk),
+        transport.ID_HEADER: str(delivery.public_id),  # opaque; the same on every try of this delivery
     }
     outcome = transport.post(delivery.url, body=body, headers=headers, policy=transport.policy_from_settings())
     # 2. Record it, outside any lock held during the send.
