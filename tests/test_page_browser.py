@@ -121,7 +121,7 @@ REPORT_VIOLATIONS = """document.addEventListener("securitypolicyviolation", (e) 
 def watch_policy(context, violations: list[str]) -> None:
     """Collects into ``violations`` every CSP violation the pages of ``context`` report, by event
     and on the console."""
-    context.expose_function("reportViolation", violations.append)
+    context.expose_function("reportViolation", lambda text: violations.append(text))
     context.add_init_script(REPORT_VIOLATIONS)
     context.on("console", lambda message: "Content Security Policy" in message.text and violations.append(message.text))
 
