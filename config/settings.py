@@ -1,9 +1,11 @@
 """Settings for the video generation service, all read from the environment via config.env."""
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded_db, env
@@ -46,12 +48,15 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "rest_framework_api_key",
     "django_q",
+    "csp",
+    "axes",
     "videojobs",
     "inference",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "videojobs.api.errors.BodySizeLimitMiddleware",
     "videojobs.api.errors.NulByteGuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -61,6 +66,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: answers a locked-out login (the login throttle below).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -285,6 +292,39 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# Content-Security-Policy on every response (django-csp): the job page, the admin and /docs load
+# scripts, styles, images and media from this origin only, and run no inline script or style
+# (templates/ keep theirs in static files; htmx's indicator style is off in templates/base.html).
+# Swagger UI shows its icons as data: images.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# --- the login throttle (django-axes) -------------------------------------------------
+# /accounts/login/ and /admin/login/ count failures per client address and per username in the
+# database, so every gunicorn worker sees the same counts: LOGIN_FAILURE_LIMIT failures in a
+# row (each within LOGIN_LOCKOUT_MINUTES of the last) lock that address, or that username, out
+# for LOGIN_LOCKOUT_MINUTES: 429 and the form saying so (videojobs/web/login_throttle.py).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.integer("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env.integer("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_LOCKOUT_CALLABLE = "videojobs.web.login_throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "videojobs.web.login_throttle.client_address"
+# Failed attempts only: no row per successful login.
+AXES_DISABLE_ACCESS_LOG = True
+# Reverse proxies in front that append the client's address to X-Forwarded-For: production's
+# nginx (deploy/nginx-videogen.conf) is one. The throttle reads the address the nearest of them saw.
+TRUSTED_PROXY_COUNT = env.integer("TRUSTED_PROXY_COUNT", 1 if PRODUCTION else 0, minimum=0, maximum=10)
 
 # --- i18n, logging --------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from videojobs.api import health, jobs, metrics, videos
 from videojobs.web import views as pages
@@ -16,7 +16,9 @@ urlpatterns = [
     path("metrics", metrics.MetricsView.as_view(), name="metrics"),
     path("videos/<str:request_id>.mp4", videos.VideoFileView.as_view(), name="video-file"),
     path("docs/schema", SpectacularAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Swagger UI with its start script as a file of its own (/docs?script), for the Content-Security-Policy.
+    path("docs", SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html"),
+         name="docs"),
     path("admin/", admin.site.urls),
     # The job page for people (templates/jobs/), same owners and services as the API.
     path("", pages.index, name="page-index"),

@@ -14,7 +14,8 @@ from videojobs.models import (
 JOBS = "/admin/videojobs/videojob/"
 WORKERS = "/admin/videojobs/inferenceworker/"
 DELIVERIES = "/admin/videojobs/webhookdelivery/"
-RELOAD = "window.location.reload()"
+# The note that videojobs/static/videojobs/admin.js reloads the page by.
+RELOAD = 'data-refresh-seconds="3"'
 
 TOPOLOGY = {"world_size": 4, "ulysses_size": 2, "ring_size": 1, "cfg_size": 2, "dit_fsdp": True, "t5_fsdp": False,
             "t5_cpu": False, "vae_parallel": False, "device": "cuda", "attention_backend": "flash"}

@@ -2,7 +2,10 @@
 run_service`: gunicorn, qcluster and the inference daemon on the tiny model).
 
 A user logs in, uploads a picture, watches the progress bar move, plays the finished video
-and downloads it through the session, then cancels a second job from its page. The browser
+and downloads it through the session, then cancels a second job from its page. Meanwhile an
+operator watches the job in the admin, whose live pages reload themselves, and opens /docs.
+Every page answers with the Content-Security-Policy and the browser reports no violation of
+it (a refused inline script or style, an image or media from elsewhere). The browser
 is Debian's system Chromium (`make test` installs it) driven by Playwright's Python client;
 Playwright's own browser downloads are never used. Where it is missing the test fails under
 CI and is skipped elsewhere. UPDATE_SCREENSHOTS=1 refreshes docs/job-page.png.
@@ -110,8 +113,75 @@ def progress_readings(page, *, timeout: float) -> list[int]:
     raise AssertionError(f"the job did not finish in {timeout} s; progress seen: {readings}")
 
 
+# The browser's own reports of what the Content-Security-Policy refused, on every page of a context.
+REPORT_VIOLATIONS = """document.addEventListener("securitypolicyviolation", (e) =>
+  window.reportViolation(`${e.violatedDirective} refused ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`));"""
+
+
+def watch_policy(context, violations: list[str]) -> None:
+    """Collects into ``violations`` every CSP violation the pages of ``context`` report, by event
+    and on the console."""
+    context.expose_function("reportViolation", lambda text: violations.append(text))
+    context.add_init_script(REPORT_VIOLATIONS)
+    context.on("console", lambda message: "Content Security Policy" in message.text and violations.append(message.text))
+
+
+def assert_policy(response) -> None:
+    policy = response.header_value("content-security-policy") or ""
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy, policy
+
+
+def open_live_admin(browser, base: str, request_id: str, violations: list[str]):
+    """An operator's admin, logged in, on the job list and on the job's page while the job runs."""
+    context = browser.new_context(viewport={"width": 1180, "height": 900})
+    watch_policy(context, violations)
+    page = context.new_page()
+    assert_policy(page.goto(base + "/admin/login/?next=/admin/"))
+    page.fill("#id_username", "grace")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(base + "/admin/")
+    assert_policy(page.goto(base + "/admin/videojobs/videojob/"))
+    job_page = context.new_page()
+    job_page.goto(base + "/admin/videojobs/videojob/")
+    job_page.get_by_role("link", name=request_id, exact=True).click()
+    job_page.wait_for_url("**/change/")
+    assert job_page.query_selector("#auto-refresh"), "the running job's admin page does not refresh itself"
+    return context, [page, job_page]
+
+
+def navigation_type(page) -> str | None:
+    """How the page was last loaded: "navigate", or "reload" once its own script reloaded it."""
+    from playwright.sync_api import Error
+
+    try:
+        return page.evaluate("() => performance.getEntriesByType('navigation')[0].type")
+    except Error:  # the page is reloading
+        return None
+
+
+def assert_admin_reloaded(pages) -> None:
+    """The admin pages, opened while the job ran, reloaded themselves (their script, a static file)."""
+    deadline = time.monotonic() + 20
+    waiting = list(pages)
+    while waiting and time.monotonic() < deadline:
+        pages[0].wait_for_timeout(250)
+        waiting = [page for page in waiting if navigation_type(page) != "reload"]
+    assert not waiting, f"the admin's live pages did not reload: {[page.url for page in waiting]}"
+
+
+def assert_docs_render(context, base: str) -> None:
+    """Swagger UI (/docs) starts from its static script and renders the schema."""
+    page = context.new_page()
+    assert_policy(page.goto(base + "/docs"))
+    page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+    assert page.query_selector("#operations-tag-video") or page.query_selector(".opblock"), "no operation shown"
+
+
 def test_a_user_makes_watches_plays_downloads_and_cancels_jobs_in_chromium(tiny_ckpt, tmp_path, django_user_model):
     django_user_model.objects.create_user("ada", password=PASSWORD)
+    django_user_model.objects.create_user("grace", password=PASSWORD, is_staff=True, is_superuser=True)
+    violations: list[str] = []
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = service_env(tiny_ckpt, SERVER_HOST="127.0.0.1", SERVER_PORT=port, WEB_WORKERS=1, Q_WORKERS=1,
@@ -121,16 +191,19 @@ def test_a_user_makes_watches_plays_downloads_and_cancels_jobs_in_chromium(tiny_
     with running([sys.executable, "manage.py", "run_service"], env, log), chromium() as browser:
         wait_for(lambda: answers(base + "/health"), timeout=180, interval=0.5, what="/health 200", log=log)
         context = browser.new_context(viewport={"width": 1180, "height": 900})
+        watch_policy(context, violations)
         page = context.new_page()
         # 1. The page asks for a login (keys are required here), then shows the form.
-        page.goto(base + "/")
+        assert_policy(page.goto(base + "/"))
         assert "/accounts/login/" in page.url
         page.fill("#id_username", "ada")
         page.fill("#id_password", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url(base + "/")
         # 2. Upload, submit, and watch the bar move while the daemon denoises.
-        submit(page, base, image, "A sunny hill under a blue sky, clouds drifting by", frames=81, steps=100)
+        first = submit(page, base, image, "A sunny hill under a blue sky, clouds drifting by", frames=81, steps=100)
+        # An operator opens the job list and the job in the admin while it runs.
+        admin, admin_pages = open_live_admin(browser, base, first, violations)
         readings = progress_readings(page, timeout=240)
         assert readings == sorted(readings) and len(readings) >= 3, readings
         assert any(5 < value < 90 for value in readings), f"no denoising step seen: {readings}"
@@ -144,6 +217,10 @@ def test_a_user_makes_watches_plays_downloads_and_cancels_jobs_in_chromium(tiny_
         assert download.status == 200 and download.headers["content-type"] == "video/mp4"
         assert download.body()[4:8] == b"ftyp"
         finished_shot = page.screenshot(full_page=True)
+        # The admin's pages reloaded themselves while the job ran; the API's docs render.
+        assert_admin_reloaded(admin_pages)
+        assert_docs_render(admin, base)
+        admin.close()
         # 4. A second, long job is cancelled from its page.
         submit(page, base, image, "The same hill at night, stars turning slowly overhead", frames=81, steps=100)
         page.click("#cancel-button")
@@ -158,6 +235,7 @@ def test_a_user_makes_watches_plays_downloads_and_cancels_jobs_in_chromium(tiny_
         assert page.eval_on_selector_all("#recent img.thumb", "imgs => imgs.length") == 2
         index_shot = page.screenshot()
         context.close()
+    assert violations == [], violations
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         save_screenshot(index_shot, finished_shot)
 

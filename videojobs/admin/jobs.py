@@ -205,7 +205,7 @@ class VideoJobAdmin(ReadOnlyAdmin):
     def progress_bar(self, job: VideoJob) -> str:
         percent = round(selectors.job_progress(job=job) * 100)
         steps = f" (step {job.progress_step}/{job.progress_total})" if job.progress_total else ""
-        return format_html('<progress value="{0}" max="100" style="width:6em"></progress> {0}%{1}', percent, steps)
+        return format_html('<progress class="job-progress" value="{0}" max="100"></progress> {0}%{1}', percent, steps)
 
     @admin.display(description="duration")
     def duration_display(self, job: VideoJob) -> str:
@@ -219,7 +219,7 @@ class VideoJobAdmin(ReadOnlyAdmin):
         if not job.input_image:
             return "-"
         url = reverse("admin:videojobs_videojob_input", args=[job.pk])
-        return format_html('<a href="{0}"><img src="{0}" style="max-width:480px;max-height:320px"></a>', url)
+        return format_html('<a href="{0}"><img class="job-input" src="{0}"></a>', url)
 
     @admin.display(description="acceleration")
     def acceleration_display(self, job: VideoJob) -> str:
@@ -234,7 +234,7 @@ class VideoJobAdmin(ReadOnlyAdmin):
             return f"deleted: {result.get('expired_reason', '')}"
         # The admin serves it itself: the public URL answers only the job's owner.
         src = reverse("admin:videojobs_videojob_video", args=[job.pk])
-        return format_html('<video src="{}" controls preload="metadata" style="max-width:480px"></video><br>'
+        return format_html('<video src="{}" controls preload="metadata" class="job-video"></video><br>'
                            "the client downloads it at <code>{}</code>", src,
                            selectors.video_url_for(request_id=job.request_id))
 
