@@ -125,9 +125,23 @@ def ensure_running(data_dir: Path) -> str:
     with _lock(data_dir) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         running = _postmaster_alive(data_dir)
-        server = pgserver.get_server(str(data_dir), cleanup_mode=None)
+        server = _get_server(pgserver, data_dir)
         STARTED_HERE = STARTED_HERE or not running
         return server.get_uri()
+
+
+def _get_server(pgserver, data_dir: Path, *, tries: int = 3, patience: float = 60.0):
+    """pgserver's handle on the server, started if need be. pgserver gives pg_ctl 10 s to start
+    it; a loaded machine can take longer, and the server goes on starting: wait for it, ask again."""
+    for attempt in range(1, tries + 1):
+        try:
+            return pgserver.get_server(str(data_dir), cleanup_mode=None)
+        except (subprocess.SubprocessError, OSError):
+            if attempt == tries:
+                raise
+            deadline = time.monotonic() + patience
+            while not _postmaster_alive(data_dir) and time.monotonic() < deadline:
+                time.sleep(0.5)
 
 
 def start_if_configured() -> None:

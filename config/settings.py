@@ -320,8 +320,9 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.integer("LOGIN_LOCKOUT_MINUTES", 15, m
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_LOCKOUT_CALLABLE = "videojobs.web.login_throttle.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "videojobs.web.login_throttle.client_address"
-# Failed attempts only: no row per successful login.
+# Failed attempts only: no row per successful login; no banner in every process's log at start.
 AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
 # Reverse proxies in front that append the client's address to X-Forwarded-For: production's
 # nginx (deploy/nginx-videogen.conf) is one. The throttle reads the address the nearest of them saw.
 TRUSTED_PROXY_COUNT = env.integer("TRUSTED_PROXY_COUNT", 1 if PRODUCTION else 0, minimum=0, maximum=10)
