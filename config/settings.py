@@ -273,6 +273,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # Request and response components apart: the upload is a binary file in a multipart body.
     "COMPONENT_SPLIT_REQUEST": True,
+    # The error answers operations share (401, 400, 413, 415), documented on each operation.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "videojobs.api.schema.document_error_responses"],
 }
 
 # --- security (production sits behind a TLS reverse proxy; see the README) ------------

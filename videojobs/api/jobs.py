@@ -22,6 +22,7 @@ from videojobs.api.serializers import (
     JobListSerializer,
     RequestIdSerializer,
     StatusResponseSerializer,
+    SubmitJSONSerializer,
     SubmitResponseSerializer,
     SubmitSerializer,
     form_data,
@@ -37,7 +38,7 @@ class SubmitView(APIView):
     parser_classes = [GuardedJSONParser, MultiPartParser]
 
     @extend_schema(
-        request={"application/json": SubmitSerializer, "multipart/form-data": SubmitSerializer},
+        request={"application/json": SubmitJSONSerializer, "multipart/form-data": SubmitSerializer},
         responses={
             202: SubmitResponseSerializer,
             400: ErrorSerializer,

@@ -117,7 +117,8 @@ class SubmitSerializer(serializers.Serializer):
     # Webhooks: the job's status document POSTed to webhook_url, signed (X-Signature).
     webhook_url = StrictURLField(max_length=2048, required=False, allow_blank=True)
     webhook_events = serializers.ListField(
-        child=StrictChoiceField(choices=WebhookEvent.values), required=False, allow_empty=False, max_length=3,
+        child=StrictChoiceField(choices=WebhookEvent.values), required=False, allow_empty=False,
+        min_length=1, max_length=3,  # min_length: the schema's minItems (allow_empty is not in it)
         help_text='which events to send: "completed" (the default: the job ended, whichever way), "started", "progress"',
     )
 
@@ -168,6 +169,13 @@ class SubmitSerializer(serializers.Serializer):
                 {"start_step": f"must be less than end_step ({attrs['end_step']}), got {attrs['start_step']}"}
             )
         return attrs
+
+
+class SubmitJSONSerializer(SubmitSerializer):
+    """A submit as JSON: the input image is given by image_url (the file itself travels only in a
+    multipart/form-data body)."""
+
+    image = None
 
 
 def _http_url(value: str) -> str:
