@@ -223,6 +223,8 @@ def test_a_user_makes_watches_plays_downloads_and_cancels_jobs_in_chromium(tiny_
         admin.close()
         # 4. A second, long job is cancelled from its page.
         submit(page, base, image, "The same hill at night, stars turning slowly overhead", frames=81, steps=100)
+        # Running (its upload prepared, claimed): the cancel stops the daemon, and the job keeps its thumbnail.
+        page.wait_for_selector("#job-status[data-status='InProgress']", timeout=90_000)
         page.click("#cancel-button")
         page.wait_for_selector("#job-status[data-status='Cancelled']", timeout=90_000)
         assert page.inner_text("#job-status") == "Cancelled"
