@@ -115,7 +115,8 @@ def _build_image_encoder() -> CLIPVisionModel:
 
 
 def build_image_processor() -> CLIPImageProcessorPil:
-    # The standard OpenAI CLIP preprocessing, as in the real checkpoint's image_processor/.
+    # The standard OpenAI CLIP preprocessing, as in the real checkpoint's image_processor/. The
+    # pipeline reads only its mean, std and size (inference/pipeline/encode.py clip_pixels).
     return CLIPImageProcessorPil(
         do_resize=True,
         size={"shortest_edge": 224},

@@ -12,6 +12,7 @@ import torch
 from diffusers import WanImageToVideoPipeline
 
 from inference.generate import GenerationRequest, make_scheduler, prepare_condition_image
+from inference.pipeline.encode import clip_pixels, frame_pixels
 from videojobs.params import DEFAULT_NEGATIVE_PROMPT
 
 
@@ -46,7 +47,9 @@ def old_generate(components: dict[str, Any], request: GenerationRequest, steps: 
             prompt=request.prompt, negative_prompt=negative if use_cfg else None, do_classifier_free_guidance=use_cfg,
             num_videos_per_prompt=1, max_sequence_length=512, device=device,
         )
-        image_embeds = pipe.encode_image(condition, device=device)
+        # CLIP sees the whole frame stretched the Wan way (issue 19), not diffusers' centre crop.
+        clip_input = clip_pixels(pipe.image_processor, frame_pixels(condition, device), pipe.image_encoder.dtype)
+        image_embeds = pipe.image_encoder(pixel_values=clip_input, output_hidden_states=True).hidden_states[-2]
 
         # 2. The diffusers loop, latents out.
         def step_end(_pipe, index, _t, _tensors):

@@ -16,8 +16,9 @@ from inference.generate import (
     prepare_condition_image,
 )
 from inference.pipeline.components import WanComponents
+from inference.pipeline.encode import clip_pixels, frame_pixels
 from tests.generate_support import run_on_cpu, tiny_request
-from tests.old_loop import old_generate
+from tests.old_loop import WanI2VPipeline, old_generate
 from videojobs.params import DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
 
 # --------------------------------------------------------------------------- outputs
@@ -44,18 +45,24 @@ def test_different_seeds_give_different_frames(tiny_components: WanComponents) -
 
 def test_frames_match_diffusers_own_end_to_end_output(tiny_components: WanComponents) -> None:
     # Our loop, with its own encoding and decoding, must not change the result compared with
-    # letting the diffusers pipeline do everything itself.
+    # letting the diffusers pipeline do everything itself, except CLIP's view: diffusers shows
+    # CLIP a centre crop, we show it the whole frame stretched the Wan way (issue 19), so the
+    # pipeline gets those image embeddings.
     request = tiny_request(seed=5, infer_steps=3)
     ours = run_on_cpu(tiny_components, request)
 
     import torch
 
     condition = prepare_condition_image(request.image, request.width, request.height)
-    pipe = WanImageToVideoPipeline(**tiny_components.as_diffusers_components())
+    pipe = WanI2VPipeline(**tiny_components.as_diffusers_components())
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = make_scheduler(tiny_components.scheduler_config, request.sample_solver, request.sample_shift)
+    clip_input = clip_pixels(pipe.image_processor, frame_pixels(condition, torch.device("cpu")), pipe.image_encoder.dtype)
+    with torch.inference_mode():
+        image_embeds = pipe.image_encoder(pixel_values=clip_input, output_hidden_states=True).hidden_states[-2]
     video = pipe(
         image=condition,
+        image_embeds=image_embeds,
         prompt=request.prompt,
         negative_prompt=DEFAULT_NEGATIVE_PROMPT,
         height=request.height,

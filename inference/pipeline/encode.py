@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
-from diffusers.video_processor import VideoProcessor
 
 from inference.parallel.context import ParallelContext
 from inference.parallel.vae import SPATIAL_STRIDE, Strips, split_rows
@@ -76,11 +77,41 @@ def encode_texts(components: WanComponents, texts: list[str], ctx: ParallelConte
 # --------------------------------------------------------------------------- image
 
 
+def frame_pixels(image: PIL.Image.Image, device: torch.device) -> torch.Tensor:
+    """The condition frame as it is, in [-1, 1]: (1, 3, H, W) float32 on the device. The VAE
+    encodes these pixels and CLIP sees them. The arithmetic is diffusers' VideoProcessor's
+    (x / 255 in float32, then 2x - 1), without its rounding of the size to a multiple of 8."""
+    unit = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).astype(np.float32) / 255.0)
+    return (2.0 * unit.permute(2, 0, 1).unsqueeze(0) - 1.0).to(device=device)
+
+
+def _clip_side(processor: Any) -> tuple[int, int]:
+    """CLIP's input size, (height, width), from the checkpoint's image_processor config: the crop
+    size when it crops, else the resize target (a square of the short side for shortest_edge)."""
+    size = processor.crop_size if processor.do_center_crop else processor.size
+    if size.get("height") and size.get("width"):
+        return int(size["height"]), int(size["width"])
+    return int(size["shortest_edge"]), int(size["shortest_edge"])
+
+
+def clip_pixels(processor: Any, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """CLIP's input, as Wan2.1 makes it (wan/modules/clip.py): the whole frame in [-1, 1],
+    stretched to CLIP's size with torch bicubic interpolation (no crop, no aspect kept), mapped to
+    [0, 1] and normalised with the checkpoint's mean and std. Only the processor's config is read:
+    its own resize and centre crop would show CLIP the middle of the frame."""
+    stretched = F.interpolate(pixels.to(torch.float32), size=_clip_side(processor), mode="bicubic", align_corners=False)
+    unit = stretched * 0.5 + 0.5
+    mean = torch.tensor(processor.image_mean, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
+    std = torch.tensor(processor.image_std, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
+    return ((unit - mean) / std).to(dtype=dtype)
+
+
 def encode_image(components: WanComponents, image: PIL.Image.Image, ctx: ParallelContext) -> torch.Tensor:
-    """CLIP's penultimate hidden states of the exact frame the video starts from."""
+    """CLIP's penultimate hidden states of the whole frame the video starts from. Every rank
+    computes them alike from the same frame, so every topology gets the same embeddings."""
     encoder = components.image_encoder
-    pixels = components.image_processor(images=image, return_tensors="pt").to(encoder.device)
-    hidden = encoder(**pixels, output_hidden_states=True).hidden_states[-2]  # (1, tokens, image_dim)
+    pixels = clip_pixels(components.image_processor, frame_pixels(image, encoder.device), encoder.dtype)
+    hidden = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]  # (1, tokens, image_dim)
     return hidden.to(device=ctx.device.torch_device, dtype=components.transformer_dtype)
 
 
@@ -128,8 +159,7 @@ def condition_latents(
     width, height = image.size
     device = ctx.device.torch_device
     # 1. The image in [-1, 1], followed by F - 1 black frames.
-    pixels = VideoProcessor(vae_scale_factor=SPATIAL_STRIDE).preprocess(image, height=height, width=width)
-    pixels = pixels.to(device, dtype=torch.float32).unsqueeze(2)  # (1, 3, 1, H, W)
+    pixels = frame_pixels(image, device).unsqueeze(2)  # (1, 3, 1, H, W)
     video = torch.cat([pixels, pixels.new_zeros(1, 3, num_frames - 1, height, width)], dim=2)
     video = video.to(device=vae.device, dtype=vae.dtype)
 

@@ -176,9 +176,9 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
         ckpt_dir / "image_encoder", dtype=dtypes["image_encoder"], local_files_only=True
     )
 
-    # 3. The non-neural parts. The PIL image processor is chosen explicitly: without torchvision
-    # transformers 5 silently swaps CLIPImageProcessor for it, and with torchvision the default
-    # backend resizes slightly differently, so results would depend on the machine.
+    # 3. The non-neural parts. Of the image processor only its config is used (CLIP's mean, std
+    # and size; encode.clip_pixels stretches the frame itself, as Wan does, instead of its resize
+    # and centre crop). The PIL class is named so that no torchvision backend is needed to load it.
     tokenizer = AutoTokenizer.from_pretrained(ckpt_dir / "tokenizer", local_files_only=True)
     image_processor = CLIPImageProcessorPil.from_pretrained(ckpt_dir / "image_processor", local_files_only=True)
     scheduler = scheduler_class(index, ckpt_dir).from_pretrained(ckpt_dir, subfolder="scheduler", local_files_only=True)
