@@ -33,8 +33,8 @@ from inference.parallel.vae import SPATIAL_STRIDE, Strips
 from inference.pipeline.components import WanComponents
 from inference.pipeline.decode import decode_frames
 from inference.pipeline.denoise import denoise, initial_noise
-from inference.pipeline.schedule import WanDPMSolverScheduler, WanUniPCScheduler
 from inference.pipeline.encode import TEMPORAL_STRIDE, Embeddings, condition_latents, encode_image, encode_texts
+from inference.pipeline.schedule import WanDPMSolverScheduler, WanUniPCScheduler
 from videojobs.params import DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
 
 # Spatial size must split into whole 2x2 patches of 8x-downsampled latents.
