@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from inference.cache.steps import CacheRequest, merge_reports
@@ -34,6 +34,7 @@ from inference.pipeline.components import WanComponents
 from inference.pipeline.decode import decode_frames
 from inference.pipeline.denoise import denoise, initial_noise
 from inference.pipeline.encode import TEMPORAL_STRIDE, Embeddings, condition_latents, encode_image, encode_texts
+from inference.pipeline.schedule import WanDPMSolverScheduler, WanUniPCScheduler
 from videojobs.params import DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
 
 # Spatial size must split into whole 2x2 patches of 8x-downsampled latents.
@@ -136,13 +137,14 @@ def make_scheduler(base_config: Mapping[str, Any], solver: str, shift: float) ->
 
     Only num_train_timesteps is taken from the checkpoint's configuration; the rest follows
     Wan2.1's own samplers, so a solver means the same thing whatever scheduler the checkpoint
-    ships. A new instance per job because schedulers keep per-run state (step index, history).
+    ships: UniPC and DPM++ step on Wan's own sigma grids (inference/pipeline/schedule.py).
+    A new instance per job because schedulers keep per-run state (step index, history).
     """
     if shift <= 0:
         raise ValueError(f"shift must be > 0, got {shift}")
     num_train_timesteps = int(base_config.get("num_train_timesteps", 1000))
     if solver == "unipc":
-        return UniPCMultistepScheduler(
+        return WanUniPCScheduler(
             num_train_timesteps=num_train_timesteps,
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
@@ -154,7 +156,7 @@ def make_scheduler(base_config: Mapping[str, Any], solver: str, shift: float) ->
             final_sigmas_type="zero",
         )
     if solver == "dpm++":
-        return DPMSolverMultistepScheduler(
+        return WanDPMSolverScheduler(
             num_train_timesteps=num_train_timesteps,
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
@@ -166,8 +168,8 @@ def make_scheduler(base_config: Mapping[str, Any], solver: str, shift: float) ->
             final_sigmas_type="zero",
         )
     if solver == "euler":
-        # Same shift formula, but diffusers spaces these sigmas from 1 down to about 1/1000
-        # (shifted) rather than Wan's 1 .. 1/steps, so its last step starts nearer zero.
+        # Ours, not Wan's (Wan2.1 ships UniPC and DPM++ only): diffusers' flow Euler with the
+        # same shift formula, its sigmas spaced from 1 down to about 1/1000 before the shift.
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=shift)
     raise ValueError(f"unknown sample solver {solver!r}; allowed values: {', '.join(SAMPLE_SOLVERS)}")
 

@@ -1,6 +1,8 @@
 """The generation path this project had before it owned its denoising loop (commit 424729c):
 diffusers' pipeline call with precomputed embeddings and a step callback, then our decode.
 Kept only as the reference that tests/test_inference_generate.py compares the new loop to.
+Its scheduler comes from make_scheduler, so the pipeline's set_timesteps call lays out the
+official Wan2.1 sigma grid (issue 19) as our loop does: the comparison is of the stepping.
 """
 from __future__ import annotations
 

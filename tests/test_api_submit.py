@@ -279,3 +279,17 @@ def test_submit_enqueues_prepare_input_after_commit(api, valid_submit, django_ca
         request_id = submit(api, valid_submit).json()["requestId"]
     assert len(callbacks) == 1
     assert enqueued == [VideoJob.objects.get(request_id=request_id).pk]
+
+
+@pytest.mark.parametrize(("image_size", "shift"), [("832*480", 3.0), ("480*832", 3.0), ("720*1280", 5.0), ("64*64", 3.0)])
+def test_a_submit_without_sample_shift_gets_the_official_shift_for_its_size(api, valid_submit, image_size, shift):
+    request_id = submit(api, {**valid_submit, "image_size": image_size}).json()["requestId"]
+    assert VideoJob.objects.get(request_id=request_id).params["sample_shift"] == shift
+    # The status document reports the shift that runs.
+    body = api.post("/video/status", {"requestId": request_id}, format="json").json()
+    assert body["parameters"]["sample_shift"] == shift
+
+
+def test_an_explicit_sample_shift_stays_as_sent_whatever_the_size(api, valid_submit):
+    request_id = submit(api, {**valid_submit, "image_size": "832*480", "sample_shift": 5.0}).json()["requestId"]
+    assert VideoJob.objects.get(request_id=request_id).params["sample_shift"] == 5.0

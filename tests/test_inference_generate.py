@@ -17,6 +17,7 @@ from inference.generate import (
 )
 from inference.pipeline.components import WanComponents
 from inference.pipeline.encode import clip_pixels, frame_pixels
+from inference.pipeline.schedule import wan_grid
 from tests.generate_support import run_on_cpu, tiny_request
 from tests.old_loop import WanI2VPipeline, old_generate
 from videojobs.params import DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
@@ -75,6 +76,11 @@ def test_frames_match_diffusers_own_end_to_end_output(tiny_components: WanCompon
     ).frames[0]
     theirs = np.clip(np.rint(video * 255.0), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(ours.frames, theirs)
+    # The pipeline's own set_timesteps call ran on Wan's grid too (make_scheduler's subclasses),
+    # so this still compares our loop with the library's stepping on the same grid.
+    wan_sigmas, wan_timesteps = wan_grid(request.sample_solver, request.infer_steps, request.sample_shift, 1000)
+    np.testing.assert_array_equal(pipe.scheduler.sigmas.numpy(), wan_sigmas)
+    np.testing.assert_array_equal(pipe.scheduler.timesteps.numpy(), wan_timesteps)
 
 
 @pytest.mark.parametrize("solver", SAMPLE_SOLVERS)

@@ -118,7 +118,7 @@ def test_make_scheduler_returns_a_fresh_flow_scheduler_per_call(
 ) -> None:
     first = make_scheduler(tiny_components.scheduler_config, solver, 3.0)
     second = make_scheduler(tiny_components.scheduler_config, solver, 3.0)
-    assert type(first) is cls
+    assert isinstance(first, cls)  # unipc and dpm++: diffusers' stepping on Wan's grid (subclasses)
     assert first is not second
     assert first.config.num_train_timesteps == 1000
 

@@ -295,3 +295,10 @@ def test_the_page_asks_for_a_login_where_api_keys_are_required(client, settings,
     assert client.get(f"/jobs/{job.request_id}").status_code == 404  # the anonymous job is not ada's
     assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/").status_code == 302
+
+
+def test_the_page_leaves_sample_shift_empty_so_the_size_picks_the_official_shift(client):
+    block = field_block(client.get("/").content.decode(), "sample_shift")
+    assert 'value="5' not in block and "3 at 480p, 5 at 720p" in block
+    assert client.post("/", {**GOOD_FORM, "image_size": "832*480", "sample_shift": "", "image": upload()}).status_code == 302
+    assert VideoJob.objects.latest("created_at").params["sample_shift"] == 3.0

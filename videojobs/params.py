@@ -18,6 +18,10 @@ GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_DEFAULT = 1.0, 20.0, 3.0
 STEPS_MIN, STEPS_MAX, STEPS_DEFAULT = 20, 100, 30
 SEED_MIN, SEED_MAX = 0, 2147483647
 SHIFT_MIN, SHIFT_MAX, SHIFT_DEFAULT = 0.0, 20.0, 5.0
+# The official wan/generate.py samples 480p (832*480, 480*832) with shift 3.0 and 720p with the
+# config's 5.0; a request without sample_shift gets the value for its size (default_shift).
+SHIFT_DEFAULT_480P = 3.0
+SHIFT_480P_MAX_AREA = 832 * 480
 IMAGE_SIZE_DEFAULT = "1280*720"
 SOLVER_DEFAULT = "unipc"
 ATTENTIONCACHE_DEFAULTS = {"start_step": 12, "attentioncache_interval": 4, "end_step": 37}
@@ -39,6 +43,13 @@ def parse_image_size(value: str) -> tuple[int, int]:
     return width, height
 
 
+def default_shift(image_size: str) -> float:
+    """The official shift for a size: 3.0 at or below 832*480's area (the 480p sizes and any
+    smaller EXTRA_IMAGE_SIZES), else SHIFT_DEFAULT (5.0, the 720p sizes and anything larger)."""
+    width, height = parse_image_size(image_size)
+    return SHIFT_DEFAULT_480P if width * height <= SHIFT_480P_MAX_AREA else SHIFT_DEFAULT
+
+
 def is_valid_num_frames(n: int) -> bool:
     # The Wan VAE compresses time by 4 and keeps the first frame: 4k+1 frames.
     return n % 4 == 1
@@ -57,15 +68,16 @@ def valid_num_frames_in_range(n: int) -> list[int]:
     return [v for v in dict.fromkeys((below, above)) if NUM_FRAMES_MIN <= v <= NUM_FRAMES_MAX]
 
 
-# Wan2.1's default negative prompt (wan/configs/shared_config.py, sample_neg_prompt), used
-# when a request leaves negative_prompt empty. The model was tuned with this Chinese text, so
-# it is kept verbatim. Gloss: "garish colours, overexposed, static, blurry details, subtitles,
+# Wan2.1 I2V's default negative prompt (wan/configs/shared_config.py sample_neg_prompt, with the
+# "镜头晃动，" prefix that wan/configs/wan_i2v_14B.py adds for I2V), used when a request leaves
+# negative_prompt empty. The model was tuned with this Chinese text, so it is kept verbatim.
+# Gloss: "camera shake, garish colours, overexposed, static, blurry details, subtitles,
 # style, artwork, painting, picture, still, overall greyish, worst quality, low quality, JPEG
 # compression artefacts, ugly, mutilated, extra fingers, badly drawn hands, badly drawn faces,
 # deformed, disfigured, malformed limbs, fused fingers, motionless picture, cluttered
 # background, three legs, many people in the background, walking backwards".
 DEFAULT_NEGATIVE_PROMPT: str = (
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "镜头晃动，色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
     "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )

@@ -113,7 +113,11 @@ class SubmitSerializer(serializers.Serializer):
         default=P.CACHE_THRESHOLD_DEFAULT, min_value=P.CACHE_THRESHOLD_MIN, max_value=P.CACHE_THRESHOLD_MAX
     )
     sample_solver = StrictChoiceField(choices=P.SAMPLE_SOLVERS, default=P.SOLVER_DEFAULT)
-    sample_shift = StrictFloatField(default=P.SHIFT_DEFAULT, min_value=P.SHIFT_MIN, max_value=P.SHIFT_MAX)
+    sample_shift = StrictFloatField(
+        required=False, min_value=P.SHIFT_MIN, max_value=P.SHIFT_MAX,
+        help_text="flow shift; when left out, the official value for image_size: 3.0 at or below "
+                  "832*480's area (the 480p sizes), else 5.0 (720p)",
+    )
     # Webhooks: the job's status document POSTed to webhook_url, signed (X-Signature).
     webhook_url = StrictURLField(max_length=2048, required=False, allow_blank=True)
     webhook_events = serializers.ListField(
@@ -164,6 +168,7 @@ class SubmitSerializer(serializers.Serializer):
                 {"cache_method": f"{method!r} contradicts use_attentioncache=true (the attention cache)"}
             )
         attrs["cache_method"] = method or ("attention" if attrs["use_attentioncache"] else "none")
+        attrs.setdefault("sample_shift", P.default_shift(attrs["image_size"]))
         if attrs["cache_method"] == "attention" and attrs["start_step"] >= attrs["end_step"]:
             raise serializers.ValidationError(
                 {"start_step": f"must be less than end_step ({attrs['end_step']}), got {attrs['start_step']}"}

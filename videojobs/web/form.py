@@ -69,9 +69,9 @@ def inputs() -> list[Input]:
         Input("guidance_scale", "Guidance scale", "number", default=P.GUIDANCE_DEFAULT, min=P.GUIDANCE_MIN,
               max=P.GUIDANCE_MAX, step="any", advanced=True,
               hint=f"{P.GUIDANCE_MIN:g}-{P.GUIDANCE_MAX:g}, default {P.GUIDANCE_DEFAULT:g}"),
-        Input("sample_shift", "Sample shift", "number", default=P.SHIFT_DEFAULT, min=P.SHIFT_MIN,
-              max=P.SHIFT_MAX, step="any", advanced=True,
-              hint=f"{P.SHIFT_MIN:g}-{P.SHIFT_MAX:g}, default {P.SHIFT_DEFAULT:g}"),
+        Input("sample_shift", "Sample shift", "number", min=P.SHIFT_MIN, max=P.SHIFT_MAX, step="any", advanced=True,
+              hint=f"{P.SHIFT_MIN:g}-{P.SHIFT_MAX:g}; empty for the official value: {P.SHIFT_DEFAULT_480P:g} at 480p, "
+                   f"{P.SHIFT_DEFAULT:g} at 720p"),
         Input("seed", "Seed", "number", min=P.SEED_MIN, max=P.SEED_MAX, step=1, advanced=True,
               hint=f"{P.SEED_MIN}-{P.SEED_MAX}; empty for a random one"),
         Input("sample_solver", "Solver", "select", default=P.SOLVER_DEFAULT, choices=P.SAMPLE_SOLVERS,

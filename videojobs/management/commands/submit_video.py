@@ -59,7 +59,7 @@ class Command(BaseCommand):
         job.add_argument("--seed", type=int, help="default: random (reported in results.seed)")
         job.add_argument("--guidance", type=float, metavar="SCALE", help=f"default {P.GUIDANCE_DEFAULT}")
         job.add_argument("--solver", choices=P.SAMPLE_SOLVERS, help=f"default {P.SOLVER_DEFAULT}")
-        job.add_argument("--shift", type=float, help=f"sample shift (default {P.SHIFT_DEFAULT})")
+        job.add_argument("--shift", type=float, help=f"sample shift (default: {P.SHIFT_DEFAULT_480P:g} at 480p, {P.SHIFT_DEFAULT:g} at 720p)")
         job.add_argument("--cache-method", choices=P.CACHE_METHODS, help="step cache (default none)")
         job.add_argument("--cache-threshold", type=float, help=f"dbcache threshold (default {P.CACHE_THRESHOLD_DEFAULT})")
         job.add_argument("--idempotency-key", metavar="KEY",
