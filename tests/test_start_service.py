@@ -24,6 +24,7 @@ from inference.video import read_frames, write_mp4
 from tests.conftest import png_bytes
 from tests.daemon_support import ROOT, service_env, wait_for
 from tests.test_run_service import call, free_port
+from videojobs.params import default_shift
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -45,14 +46,15 @@ def image_server(tmp_path):
 
 
 def _one_rank_video(components, image_url_png: bytes, out: Path) -> np.ndarray:
+    from inference.devices import resolve_device
     from inference.generate import GenerationRequest, generate
     from inference.parallel.context import ParallelContext
-    from inference.devices import resolve_device
 
     request = GenerationRequest(
         prompt=JOB["prompt"], negative_prompt=None, image=Image.open(io.BytesIO(image_url_png)).convert("RGB"),
         width=64, height=64, num_frames=JOB["num_frames"], guidance_scale=JOB["guidance_scale"],
-        infer_steps=JOB["infer_steps"], seed=JOB["seed"], sample_solver="unipc", sample_shift=5.0,
+        infer_steps=JOB["infer_steps"], seed=JOB["seed"], sample_solver="unipc",
+        sample_shift=default_shift(JOB["image_size"]),  # what the service gives a request that sends none
     )
     result = generate(components, request, ctx=ParallelContext.single(resolve_device("cpu")))
     write_mp4(result.frames, out, fps=16)
