@@ -42,7 +42,6 @@ def test_a_closed_connection_is_unavailable_too(api, monkeypatch):
         raise InterfaceError("connection already closed")
 
     monkeypatch.setattr(services, "request_cancel", closed)
-    monkeypatch.setattr(selectors, "get_job", lambda **kwargs: None)
     _assert_unavailable(api.post("/video/cancel", {"requestId": "a" * 32}, format="json"))
 
 

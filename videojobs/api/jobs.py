@@ -128,12 +128,8 @@ class CancelView(APIView):
         serializer = RequestIdSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         request_id = serializer.validated_data["requestId"]
-        owner = owner_of(request)
-        try:
-            selectors.get_job(request_id=request_id, owner=owner)
-        except VideoJob.DoesNotExist:
-            raise JobNotFound(request_id) from None
-        job = services.request_cancel(request_id=request_id, owner=owner)
+        # The service looks the job up for this owner: an unknown, malformed or another's id is JobNotFound.
+        job = services.request_cancel(request_id=request_id, owner=owner_of(request))
         message = "cancelled" if job.status == "Cancelled" else "cancel requested; the job stops at its next step"
         return Response(
             {"status": "Cancelled", "requestId": job.request_id, "job_status": job.status, "message": message}
