@@ -76,6 +76,11 @@ class VideoJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # DELETE /v1/videos/{id}: the job is cancelled, its files removed and every read answers 404;
+    # the row stays for the metrics and the admin.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    # POST /v1/videos/{id}/remix: the request_id of the job this one remixes.
+    remixed_from = models.CharField(max_length=32, blank=True, default="")
 
     timings = models.JSONField(default=dict, blank=True, help_text="seconds per phase")
     result = models.JSONField(default=dict, blank=True)
@@ -138,6 +143,12 @@ class InferenceWorker(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     heartbeat_at = models.DateTimeField()
     detail = models.TextField(blank=True, default="")
+    # The LoRA adapters this daemon holds: [{"name", "format", "rank", "bytes", "sha256"}].
+    loras = models.JSONField(default=list, blank=True)
+    # Bytes of weights per component on each rank, and the accelerator's peak of the last job.
+    memory = models.JSONField(default=dict, blank=True)
+    # What the weights and attention run as: {"dit": "none|fp8|int8", "t5": ..., "attention": ...}.
+    quantization = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
