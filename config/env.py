@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -22,6 +23,18 @@ def raw(name: str) -> str | None:
 def string(name: str, default: str) -> str:
     value = raw(name)
     return default if value is None or value == "" else value
+
+
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+
+
+def model_id(name: str, default: str) -> str:
+    """A model id as OpenAI's API spells them: letters, digits and . _ : / -, at most 128."""
+    value = string(name, default)
+    if not _MODEL_ID.fullmatch(value):
+        raise ImproperlyConfigured(f"{name} must be 1-128 letters, digits, '.', '_', ':', '/' or '-' "
+                                   f"(starting with a letter or digit), got {value!r}")
+    return value
 
 
 def boolean(name: str, default: bool) -> bool:

@@ -57,6 +57,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
+    # /v1's errors in OpenAI's shape, including the two guards' answers below.
+    "videojobs.api.openai.errors.OpenAIErrorShapeMiddleware",
     "videojobs.api.errors.BodySizeLimitMiddleware",
     "videojobs.api.errors.NulByteGuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -140,6 +142,8 @@ JOB_MAX_ATTEMPTS = env.integer("JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
 JOB_HISTORY_DAYS = env.integer("JOB_HISTORY_DAYS", 30, minimum=1)
 RETRY_AFTER_SECONDS = env.integer("RETRY_AFTER_SECONDS", 30, minimum=1)
 EXTRA_IMAGE_SIZES = env.image_sizes("EXTRA_IMAGE_SIZES")
+# The OpenAI-compatible API (/v1): the id of the served model (GET /v1/models, a create's `model`).
+OPENAI_MODEL_ID = env.model_id("OPENAI_MODEL_ID", "wan2.1-i2v-14b-720p")
 
 # --- input images ---------------------------------------------------------------------
 IMAGE_URL_ALLOWED_NETWORKS = env.networks("IMAGE_URL_ALLOWED_NETWORKS")

@@ -4,6 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from videojobs.api import health, jobs, metrics, videos
+from videojobs.api.openai import views as v1
 from videojobs.web import views as pages
 
 urlpatterns = [
@@ -12,6 +13,13 @@ urlpatterns = [
     path("video/cancel", jobs.CancelView.as_view(), name="video-cancel"),
     path("video/jobs", jobs.JobListView.as_view(), name="video-jobs"),
     path("video/<str:request_id>", jobs.JobView.as_view(), name="video-job"),
+    # The OpenAI-compatible Videos API (the openai SDK with base_url=.../v1), on the same jobs.
+    path("v1/videos", v1.VideosView.as_view(), name="v1-videos"),
+    path("v1/videos/<str:video_id>", v1.VideoView.as_view(), name="v1-video"),
+    path("v1/videos/<str:video_id>/content", v1.VideoContentView.as_view(), name="v1-video-content"),
+    path("v1/videos/<str:video_id>/remix", v1.VideoRemixView.as_view(), name="v1-video-remix"),
+    path("v1/models", v1.ModelsView.as_view(), name="v1-models"),
+    path("v1/models/<path:model_id>", v1.ModelView.as_view(), name="v1-model"),
     path("health", health.HealthView.as_view(), name="health"),
     path("metrics", metrics.MetricsView.as_view(), name="metrics"),
     path("videos/<str:request_id>.mp4", videos.VideoFileView.as_view(), name="video-file"),

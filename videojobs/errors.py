@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     ALREADY_FINISHED = "ALREADY_FINISHED"
     NOT_FINISHED = "NOT_FINISHED"
     INPUT_GONE = "INPUT_GONE"
+    NO_VIDEO = "NO_VIDEO"  # a video's content asked of a job that ended without one (/v1)
     # The input image (a refused upload, or a job that ends before the daemon sees it).
     IMAGE_HTTP_ERROR = "IMAGE_HTTP_ERROR"
     IMAGE_NOT_AN_IMAGE = "IMAGE_NOT_AN_IMAGE"
@@ -56,6 +57,8 @@ class ErrorCode(StrEnum):
     INFERENCE_ERROR = "INFERENCE_ERROR"
     OUTPUT_UNWRITABLE = "OUTPUT_UNWRITABLE"
     DISK_FULL = "DISK_FULL"
+    # A job a client cancelled (the /v1 Video object's error.code; the original API says Cancelled).
+    CANCELLED = "CANCELLED"
     # The server.
     INTERNAL_ERROR = "INTERNAL_ERROR"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"

@@ -149,7 +149,8 @@ class WebhookDeliveryInline(_ReadOnlyInline):
 class VideoJobAdmin(ReadOnlyAdmin):
     list_display = ("request_id", "status", "phase", "progress_bar", "prompt_excerpt", "owner", "created_at",
                     "duration_display", "attempt", "worker", "acceleration_display")
-    list_filter = ("status", "phase", WorkerFilter, OwnerFilter, ("created_at", admin.DateFieldListFilter))
+    list_filter = ("status", "phase", WorkerFilter, OwnerFilter, ("created_at", admin.DateFieldListFilter),
+                   ("deleted_at", admin.EmptyFieldListFilter))
     search_fields = ("request_id", "prompt")
     date_hierarchy = "created_at"
     actions = ("cancel_jobs", "requeue_jobs", "retry_jobs", "delete_outputs")
@@ -160,7 +161,7 @@ class VideoJobAdmin(ReadOnlyAdmin):
         "input_sha256", "params", "attempt", "max_attempts", "worker", "lease_until", "created_at", "input_ready_at",
         "started_at", "finished_at", "cancel_requested_at", "duration_display", "timings_table", "result",
         "video_link", "topology_display", "cache_display", "error_code", "reason", "owner", "idempotency_key",
-        "webhook_url", "webhook_events",
+        "webhook_url", "webhook_events", "deleted_at", "remixed_from",
     )
     fieldsets = (
         (None, {"fields": ("request_id", "status", "phase", "progress_bar", "error_code", "reason")}),
@@ -169,7 +170,8 @@ class VideoJobAdmin(ReadOnlyAdmin):
         ("Timing", {"fields": ("created_at", "input_ready_at", "started_at", "finished_at", "duration_display",
                                "timings_table")}),
         ("Result", {"fields": ("video_link", "topology_display", "cache_display", "result")}),
-        ("Client", {"fields": ("owner", "idempotency_key", "webhook_url", "webhook_events")}),
+        ("Client", {"fields": ("owner", "idempotency_key", "webhook_url", "webhook_events", "deleted_at",
+                               "remixed_from")}),
     )
 
     def has_delete_permission(self, request, obj=None) -> bool:

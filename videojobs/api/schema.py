@@ -9,6 +9,7 @@ from videojobs.errors import ErrorCode
 
 class BearerAPIKeyScheme(OpenApiAuthenticationExtension):
     target_class = "videojobs.api.auth.BearerAPIKeyAuthentication"
+    match_subclasses = True  # /v1's OpenAIBearerAuthentication too
     name = "apiKey"
 
     def get_security_definition(self, auto_schema):
@@ -40,7 +41,9 @@ def document_error_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: the shared error responses on each operation (401
     everywhere; 400 where a query or a body is read; 413 and 415 where a body is), unless the
     operation documents that status itself."""
-    for methods in result.get("paths", {}).values():
+    for path, methods in result.get("paths", {}).items():
+        # /v1 answers errors in OpenAI's shape (videojobs.api.openai.errors).
+        schema = "OpenAIError" if path.startswith("/v1/") else "Error"
         for operation in methods.values():
             errors = dict(_ANY_OPERATION)
             if "requestBody" in operation or any(p.get("in") == "query" for p in operation.get("parameters", [])):
@@ -50,6 +53,6 @@ def document_error_responses(result, generator, request, public):
             responses = operation.setdefault("responses", {})
             for code, description in errors.items():
                 # A fresh dict each time: a shared one would be written as a YAML alias.
-                content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
                 responses.setdefault(code, {"content": content, "description": description})
     return result

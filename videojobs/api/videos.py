@@ -25,10 +25,10 @@ class VideoFileView(APIView):
         """GET /videos/<requestId>.mp4 (the file a finished job of this caller wrote)."""
         owner = owner_of(request)
         try:
-            selectors.get_job(request_id=request_id, owner=owner)
+            job = selectors.get_job(request_id=request_id, owner=owner)
         except VideoJob.DoesNotExist:
             raise JobNotFound(request_id) from None
-        path = Path(settings.OUTPUT_DIR) / f"{request_id}.mp4"
+        path = Path(settings.OUTPUT_DIR) / f"{job.request_id}.mp4"  # the URL may name it video_<requestId>
         if not path.is_file():
             reason = selectors.expired_video_reason(request_id=request_id, owner=owner)
             if reason is not None:

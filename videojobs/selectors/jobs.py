@@ -13,6 +13,8 @@ from django.utils import timezone
 from videojobs.models import UNFINISHED_STATUSES, JobPhase, JobStatus, VideoJob
 
 REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+# The OpenAI-compatible API's form of a job's id ("video_" + requestId); every lookup takes both.
+VIDEO_ID_PREFIX = "video_"
 
 # How much of the progress bar each phase covers: the denoising steps dominate the time.
 _PHASE_SPAN = {
@@ -32,13 +34,23 @@ def is_request_id(value: object) -> bool:
     return isinstance(value, str) and REQUEST_ID_RE.fullmatch(value) is not None
 
 
+def bare_request_id(value: object) -> object:
+    """A client's id as the requestId it names: ``video_<requestId>`` (the /v1 API's form) loses
+    its prefix; anything else is returned as it is (is_request_id then judges it)."""
+    if isinstance(value, str) and value.startswith(VIDEO_ID_PREFIX):
+        return value[len(VIDEO_ID_PREFIX):]
+    return value
+
+
 def jobs_by_request_id(*, request_id: object, owner: str | None = None):
-    """The job with this client's id, as a queryset (empty for a malformed id), of ``owner``
-    (None: anyone, for the admin). The API, the job page and services.request_cancel read
-    through it."""
+    """The job with this client's id (a requestId or its /v1 form ``video_<requestId>``), as a
+    queryset (empty for a malformed id, and for a job deleted through DELETE /v1/videos), of
+    ``owner`` (None: anyone, for the admin). The API, the job page and services.request_cancel
+    read through it."""
+    request_id = bare_request_id(request_id)
     if not is_request_id(request_id):
         return VideoJob.objects.none()
-    jobs = VideoJob.objects.filter(request_id=request_id)
+    jobs = VideoJob.objects.filter(request_id=request_id, deleted_at__isnull=True)
     return jobs if owner is None else jobs.filter(owner=owner)
 
 
@@ -51,7 +63,9 @@ def get_job(*, request_id: str, owner: str | None = None) -> VideoJob:
 def get_job_for_status(*, request_id: str, owner: str | None = None) -> VideoJob:
     """get_job for the status poll, the API's most frequent request: the job and its place in
     the queue in one round trip (``job.queue_ahead``), as raw SQL because the ORM's compilation
-    of the two queries cost more than Postgres answering them (bench/api_load.py)."""
+    of the two queries cost more than Postgres answering them (bench/api_load.py). A deleted job
+    is unknown here too."""
+    request_id = bare_request_id(request_id)
     if not is_request_id(request_id):
         raise VideoJob.DoesNotExist(request_id)
     table, fields = VideoJob._meta.db_table, VideoJob._meta.concrete_fields
@@ -59,7 +73,7 @@ def get_job_for_status(*, request_id: str, owner: str | None = None) -> VideoJob
     sql = (
         f"SELECT {columns}, CASE WHEN job.status = %s THEN (SELECT count(*) FROM {table} ahead"
         f" WHERE ahead.status = %s AND ahead.created_at < job.created_at) END AS queue_ahead"
-        f" FROM {table} job WHERE job.request_id = %s"
+        f" FROM {table} job WHERE job.request_id = %s AND job.deleted_at IS NULL"
     )
     params: list[Any] = [JobStatus.IN_QUEUE, JobStatus.IN_QUEUE, request_id]
     if owner is not None:
@@ -215,8 +229,9 @@ def webhook_document(*, job: VideoJob) -> dict[str, Any]:
 
 
 def list_jobs(*, owner: str, status: str | None = None):
-    """The caller's jobs, newest first (the API's /video/jobs, the job page's list)."""
-    jobs = VideoJob.objects.filter(owner=owner)
+    """The caller's jobs, newest first (the API's /video/jobs, the job page's list); deleted
+    ones (DELETE /v1/videos) are left out."""
+    jobs = VideoJob.objects.filter(owner=owner, deleted_at__isnull=True)
     if status:
         jobs = jobs.filter(status=status)
     return jobs.order_by("-created_at", "-id")

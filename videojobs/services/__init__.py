@@ -18,6 +18,7 @@ Callers (views, tasks, the admin, the daemon) use the names re-exported here:
 - retention: the history purge and the output disk quota
 - operator: requeue, retry as a new job, delete a video
 - handoff: the django-q2 tasks and the NOTIFY sent at commit
+- openai_videos: the /v1 API's delete and remix
 """
 from videojobs.services.cancel import request_cancel
 from videojobs.services.events import CANCELLED_REASON, end_jobs, record_event, redact_paths
@@ -32,6 +33,7 @@ from videojobs.services.lease import (
     release_job,
     report_progress,
 )
+from videojobs.services.openai_videos import delete_job, remix_job
 from videojobs.services.operator import OPERATOR_DELETED_REASON, delete_job_output, requeue_job, retry_as_new_job
 from videojobs.services.retention import EXPIRED_REASON, enforce_output_quota, purge_finished_jobs
 from videojobs.services.submit import fail_input, mark_input_ready, prepare_job_input, request_fingerprint, submit_job
@@ -53,10 +55,10 @@ from videojobs.services.workers import register_worker, retire_dead_predecessors
 
 __all__ = [
     "CANCELLED_REASON", "EXPIRED_REASON", "OPERATOR_DELETED_REASON", "READY_CHANNEL", "RescueReport",
-    "claim_next_job", "complete_job", "delete_job_output", "deliver_due_webhooks", "deliver_webhook", "end_jobs",
+    "claim_next_job", "complete_job", "delete_job", "delete_job_output", "deliver_due_webhooks", "deliver_webhook", "end_jobs",
     "enforce_output_quota", "fail_input", "fail_job", "fail_timed_out_jobs", "finish_cancelled_job", "heartbeat",
     "is_cancel_requested", "mark_input_ready", "mark_lost_workers", "prepare_job_input", "purge_finished_jobs",
-    "queue_webhook", "record_event", "redact_paths", "redeliver_webhook", "register_worker", "release_job",
+    "queue_webhook", "record_event", "redact_paths", "redeliver_webhook", "register_worker", "release_job", "remix_job",
     "report_progress", "request_cancel", "request_fingerprint", "requeue_job", "requeue_stale_inputs",
     "rescue_expired_leases", "retire_dead_predecessors", "retry_as_new_job", "submit_job", "update_worker",
     "webhook_retry_delay", "worker_heartbeat",

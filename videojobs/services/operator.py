@@ -12,6 +12,7 @@ from django.utils import timezone
 from videojobs import selectors
 from videojobs.errors import InputGone, JobNotFinished
 from videojobs.models import UNFINISHED_STATUSES, JobEventKind, JobPhase, JobStatus, VideoJob
+from videojobs.previews import remove_previews
 from videojobs.services import handoff
 from videojobs.services.events import back_in_queue, record_event
 from videojobs.services.retention import expired_result
@@ -108,5 +109,5 @@ def delete_job_output(*, job_id: int) -> bool:
     VideoJob.objects.filter(pk=job.pk, status=JobStatus.SUCCEED).update(result=result, updated_at=timezone.now())
     video = selectors.video_path(job=job)
     # Only once the row says so: a rolled-back change must find its video still there.
-    transaction.on_commit(lambda: video.unlink(missing_ok=True))
+    transaction.on_commit(lambda: (video.unlink(missing_ok=True), remove_previews(video)))
     return True

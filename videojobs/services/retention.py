@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from videojobs import selectors
 from videojobs.models import FINISHED_STATUSES, UNFINISHED_STATUSES, MetricTotal, VideoJob
+from videojobs.previews import remove_previews
 from videojobs.services.submit import drop_upload
 
 
@@ -49,6 +50,7 @@ def _delete_job_files(job: VideoJob) -> None:
     video = (job.result or {}).get("video_file")
     if video:
         (Path(settings.OUTPUT_DIR) / video).unlink(missing_ok=True)
+        remove_previews(Path(settings.OUTPUT_DIR) / video)
 
 
 def enforce_output_quota(*, max_bytes: int | None = None) -> int:
@@ -70,6 +72,7 @@ def enforce_output_quota(*, max_bytes: int | None = None) -> int:
             continue
         size = path.stat().st_size
         path.unlink(missing_ok=True)
+        remove_previews(path)
         total -= size
         removed += 1
         stored = VideoJob.objects.filter(request_id=path.stem).values_list("result", flat=True).first()
