@@ -9,6 +9,7 @@ from pathlib import Path
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers as drf_serializers
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,8 +33,19 @@ ID_PARAMETER = OpenApiParameter("video_id", str, OpenApiParameter.PATH,
                                 description="video_<requestId>, or the bare requestId of /video/submit")
 
 
+class AnyAccept(BaseContentNegotiation):
+    """Errors in JSON whatever the Accept header: download_content sends Accept: application/binary."""
+
+    def select_parser(self, request, parsers):
+        return DefaultContentNegotiation().select_parser(request, parsers)
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class OpenAIView(APIView):
     authentication_classes = [OpenAIBearerAuthentication]
+    content_negotiation_class = AnyAccept
 
 
 def _job(request: Request, video_id: str) -> VideoJob:
