@@ -9,7 +9,6 @@ from videojobs.errors import ErrorCode
 
 class BearerAPIKeyScheme(OpenApiAuthenticationExtension):
     target_class = "videojobs.api.auth.BearerAPIKeyAuthentication"
-    match_subclasses = True  # /v1's OpenAIBearerAuthentication too
     name = "apiKey"
 
     def get_security_definition(self, auto_schema):
@@ -18,6 +17,20 @@ class BearerAPIKeyScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "An API key from `manage.py create_api_key` or the admin: `Authorization: Bearer <key>`. "
             "Required when API_KEYS_REQUIRED (production); a logged-in session also works.",
+        }
+
+
+class OpenAIBearerScheme(OpenApiAuthenticationExtension):
+    target_class = "videojobs.api.openai.auth.OpenAIBearerAuthentication"
+    name = "openaiBearer"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The same API keys as the rest of the API, as the openai SDK sends them (api_key=<key>). "
+            "Where API_KEYS_REQUIRED is off, a token that is not of a key's shape (an SDK's placeholder such as "
+            "\"EMPTY\") is an anonymous caller; an unknown key of that shape is a 401.",
         }
 
 

@@ -209,7 +209,7 @@ class VideoErrorSerializer(serializers.Serializer):
 
 class VideoSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="video_<requestId>; /video/status takes it too")
-    object = serializers.ChoiceField(choices=("video",))
+    object = serializers.CharField(help_text='always "video"')
     status = serializers.ChoiceField(choices=("queued", "in_progress", "completed", "failed"))
     progress = serializers.IntegerField(min_value=0, max_value=100)
     created_at = serializers.IntegerField()
@@ -224,7 +224,7 @@ class VideoSerializer(serializers.Serializer):
 
 
 class VideoListSerializer(serializers.Serializer):
-    object = serializers.ChoiceField(choices=("list",))
+    object = serializers.CharField(help_text='always "list"')
     data = VideoSerializer(many=True)
     first_id = serializers.CharField(allow_null=True)
     last_id = serializers.CharField(allow_null=True)
@@ -233,19 +233,19 @@ class VideoListSerializer(serializers.Serializer):
 
 class VideoDeletedSerializer(serializers.Serializer):
     id = serializers.CharField()
-    object = serializers.ChoiceField(choices=("video.deleted",))
+    object = serializers.CharField(help_text='always "video.deleted"')
     deleted = serializers.BooleanField()
 
 
 class ModelSerializer(serializers.Serializer):
     id = serializers.CharField()
-    object = serializers.ChoiceField(choices=("model",))
+    object = serializers.CharField(help_text='always "model"')
     created = serializers.IntegerField()
     owned_by = serializers.CharField()
 
 
 class ModelListSerializer(serializers.Serializer):
-    object = serializers.ChoiceField(choices=("list",))
+    object = serializers.CharField(help_text='always "list"')
     data = ModelSerializer(many=True)
 
 
