@@ -254,3 +254,17 @@ def test_models_lists_the_served_model(api, settings):
         {"id": "wan-test", "object": "model", "created": 0, "owned_by": "wan-ai"}]}
     assert api.get("/v1/models/wan-test").json()["id"] == "wan-test"
     assert api.get("/v1/models/other").status_code == 404
+
+
+def test_a_list_the_sdk_sends_as_name_brackets_reaches_its_field():
+    from django.http import QueryDict
+
+    from videojobs.api.openai.serializers import submit_data
+
+    form = QueryDict(mutable=True)
+    form.update({"prompt": PROMPT, "size": "64x64", "webhook_url": "https://hooks.example.com/x"})
+    form.setlist("webhook_events[]", ["started", "completed"])
+    form["input_reference[image_url]"] = "https://example.com/a.png"
+    body, origin = submit_data(data=form, files={}, multipart=True)
+    assert body["webhook_events"] == ["started", "completed"] and body["image_url"] == "https://example.com/a.png"
+    assert body["image_size"] == "64*64" and origin["image_size"] == "size"

@@ -74,9 +74,13 @@ def submit_data(*, data, files, multipart: bool) -> tuple[dict[str, Any], dict[s
 
 
 def _without(data, names) -> Any:
+    """The form less OpenAI's fields; a list the SDK sent as ``name[]`` fields under ``name``."""
     copy = data.copy()
     for name in list(copy):
         if name in names or name.startswith("input_reference["):
+            del copy[name]
+        elif name.endswith("[]"):
+            copy.setlist(name[:-2], copy.getlist(name))
             del copy[name]
     return copy
 
