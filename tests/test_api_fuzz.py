@@ -195,3 +195,32 @@ def test_jobs_in_every_state_answer_as_the_schema_says(live_server, settings, ca
     assert {("GET /video/{request_id}", 200), ("POST /video/status", 200), ("GET /video/jobs", 200),
             ("GET /videos/{request_id}.mp4", 200), ("GET /videos/{request_id}.mp4", 410),
             ("POST /video/cancel", 200), ("POST /video/cancel", 409)} <= statuses
+
+
+def test_videos_in_every_state_answer_v1_as_the_schema_says(live_server, settings, caller):
+    """The OpenAI-compatible API (/v1) on the same jobs: each Video object, the list, every
+    content variant (a video, 409 before the end or without a video, 410 once expired), a remix
+    and a delete, held to the schema."""
+    owner, headers = caller
+    request_ids = jobs_in_every_state(settings, owner=owner)
+    videos = schema["/v1/videos"]
+    cases = [videos["GET"].Case(query=query) for query in ({}, {"limit": 2}, {"order": "asc", "limit": 3})]
+    for request_id in request_ids:
+        path = {"video_id": f"video_{request_id}"}
+        cases += [schema["/v1/videos/{video_id}"]["GET"].Case(path_parameters=path)]
+        cases += [schema["/v1/videos/{video_id}/content"]["GET"].Case(path_parameters=path, query={"variant": variant})
+                  for variant in ("video", "thumbnail", "spritesheet")]
+    cases += [schema["/v1/videos/{video_id}/remix"]["POST"].Case(
+        path_parameters={"video_id": request_ids[1]}, body={"prompt": "the same scene, at night"},
+        media_type="application/json"),
+        schema["/v1/videos/{video_id}"]["DELETE"].Case(path_parameters={"video_id": request_ids[1]})]
+    excluded = [] if headers else [ignored_auth]
+    statuses = set()
+    for case in cases:
+        response = case.call(base_url=live_server.url, headers=headers)
+        case.validate_response(response, checks=CHECKS, excluded_checks=excluded, headers=headers)
+        statuses.add((case.operation.label, response.status_code))
+    assert {("GET /v1/videos/{video_id}", 200), ("GET /v1/videos/{video_id}/content", 200),
+            ("GET /v1/videos/{video_id}/content", 409), ("GET /v1/videos/{video_id}/content", 410),
+            ("POST /v1/videos/{video_id}/remix", 200), ("DELETE /v1/videos/{video_id}", 200),
+            ("GET /v1/videos", 200)} <= statuses, statuses

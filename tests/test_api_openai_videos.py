@@ -268,3 +268,11 @@ def test_a_list_the_sdk_sends_as_name_brackets_reaches_its_field():
     body, origin = submit_data(data=form, files={}, multipart=True)
     assert body["webhook_events"] == ["started", "completed"] and body["image_url"] == "https://example.com/a.png"
     assert body["image_size"] == "64*64" and origin["image_size"] == "size"
+
+
+def test_a_preview_of_an_mp4_that_cannot_be_decoded_is_a_409_not_a_500(api):
+    job = make_ready_job(owner="")
+    finish_with_video(job).write_bytes(b"not an mp4 at all")
+    response = api.get(f"/v1/videos/{job.request_id}/content", {"variant": "thumbnail"})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "no_video"
+    assert api.get(f"/v1/videos/{job.request_id}/content").status_code == 200  # the file itself is served as is

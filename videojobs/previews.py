@@ -46,7 +46,7 @@ def remove_previews(video: Path) -> None:
 def make_preview(video: Path, variant: str) -> Path:
     """The cached preview of ``video``, made now if it is missing or older than the video.
     Raises FileNotFoundError when the video is gone, ValueError for an unknown variant or a
-    video without frames."""
+    video that cannot be decoded or has no frames."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     target = preview_path(video, variant)
@@ -70,6 +70,13 @@ class _Frames:
 
 
 def _read_frames(video: Path) -> _Frames:
+    try:
+        return _decode(video)
+    except (OSError, RuntimeError, IndexError) as exc:  # imageio's ffmpeg reader on a file it cannot read
+        raise ValueError(f"{video.name} could not be decoded ({type(exc).__name__})") from exc
+
+
+def _decode(video: Path) -> _Frames:
     reader = imageio.get_reader(video, format="FFMPEG")
     try:
         total = reader.count_frames()

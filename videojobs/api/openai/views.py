@@ -5,6 +5,7 @@ errors leave as everywhere else and are put in OpenAI's shape by errors.OpenAIEr
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -27,6 +28,7 @@ from videojobs.errors import ErrorCode, JobNotFound, JobRefused
 from videojobs.models import UNFINISHED_STATUSES, JobStatus, VideoJob
 from videojobs.selectors import openai_videos as V
 
+logger = logging.getLogger("videojobs.api")
 TAG = "OpenAI-compatible"
 NOT_FOUND = {404: OpenApiResponse(S.OpenAIErrorSerializer, description="no such video (or another owner's, or deleted)")}
 ID_PARAMETER = OpenApiParameter("video_id", str, OpenApiParameter.PATH,
@@ -112,7 +114,8 @@ class VideoContentView(OpenAIView):
         tags=[TAG], operation_id="v1_videos_content", parameters=[ID_PARAMETER, S.VideoContentQuerySerializer],
         responses={200: OpenApiResponse(description="video/mp4 (Range requests: 206), image/webp or image/jpeg"),
                    206: OpenApiResponse(description="a byte range of the mp4"),
-                   409: OpenApiResponse(S.OpenAIErrorSerializer, description="not completed (yet, or ever)"),
+                   409: OpenApiResponse(S.OpenAIErrorSerializer, description="not completed (yet, or ever), or a "
+                                        "preview of a video that cannot be decoded"),
                    410: OpenApiResponse(S.OpenAIErrorSerializer, description="the video expired"),
                    416: OpenApiResponse(description="the Range cannot be satisfied"), **NOT_FOUND},
         summary="Download a video, its thumbnail or its sprite sheet (openai: client.videos.download_content)",
@@ -127,7 +130,14 @@ class VideoContentView(OpenAIView):
         if variant == "video":
             return ranged_file_response(range_header=request.headers.get("Range"), path=video,
                                         content_type="video/mp4", filename=f"{name}.mp4")
-        preview = previews.make_preview(video, variant)
+        try:
+            preview = previews.make_preview(video, variant)
+        except FileNotFoundError:
+            raise _expired(job, "the video file is gone") from None
+        except ValueError as exc:
+            logger.warning("no %s for video %s: %s", variant, job.request_id, exc)
+            raise JobRefused(f"video {name} has no {variant}: its mp4 could not be decoded", code=ErrorCode.NO_VIDEO,
+                             status=409) from None
         return ranged_file_response(range_header=None, path=preview, content_type=previews.VARIANTS[variant].content_type,
                                     filename=f"{name}.{previews.VARIANTS[variant].suffix}")
 
@@ -142,9 +152,12 @@ def _video_file(job: VideoJob) -> Path:
                          code=ErrorCode.NO_VIDEO, status=409)
     path = selectors.video_path(job=job)
     if (job.result or {}).get("expired") or not path.is_file():
-        reason = (job.result or {}).get("expired_reason") or "the video file is gone"
-        raise JobRefused(f"video {V.video_id(job.request_id)} expired: {reason}", code=ErrorCode.GONE, status=410)
+        raise _expired(job, (job.result or {}).get("expired_reason") or "the video file is gone")
     return path
+
+
+def _expired(job: VideoJob, reason: str) -> JobRefused:
+    return JobRefused(f"video {V.video_id(job.request_id)} expired: {reason}", code=ErrorCode.GONE, status=410)
 
 
 class VideoRemixView(OpenAIView):
