@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("X_CHOICE", "tpu", lambda: env.choice("X_CHOICE", "auto", ("auto", "cpu"))),
         ("X_NETS", "10.0.0.0/8,not-a-net", lambda: env.networks("X_NETS")),
         ("X_SIZES", "100*64", lambda: env.image_sizes("X_SIZES")),
+        ("X_MODEL", "wan 2.1", lambda: env.model_id("X_MODEL", "m")),
     ],
 )
 def test_bad_value_raises_improperly_configured_naming_the_variable(monkeypatch, name, value, call):
@@ -42,6 +43,8 @@ def test_good_values_parse(monkeypatch):
     assert env.boolean("X_BOOL", False) is True
     assert env.csv("X_LIST", []) == ["a.example", "b.example"]
     assert env.image_sizes("X_SIZES") == ["64*64", "128*96"]
+    monkeypatch.setenv("X_MODEL", "Wan-AI/Wan2.1-I2V-14B-720P")
+    assert env.model_id("X_MODEL", "m") == "Wan-AI/Wan2.1-I2V-14B-720P"
 
 
 def _settings_import(**environ) -> subprocess.CompletedProcess:
