@@ -276,3 +276,15 @@ def test_a_preview_of_an_mp4_that_cannot_be_decoded_is_a_409_not_a_500(api):
     response = api.get(f"/v1/videos/{job.request_id}/content", {"variant": "thumbnail"})
     assert response.status_code == 409 and response.json()["error"]["code"] == "no_video"
     assert api.get(f"/v1/videos/{job.request_id}/content").status_code == 200  # the file itself is served as is
+
+
+def test_deleting_a_running_video_asks_its_daemon_to_stop_and_hides_it_at_once(api, settings):
+    from tests.admin_support import running_job
+    from videojobs import services
+
+    job = running_job(settings, owner="")
+    assert api.get(f"/v1/videos/{job.request_id}").json()["status"] == "in_progress"
+    assert api.delete(f"/v1/videos/{job.request_id}").json()["deleted"] is True
+    job.refresh_from_db()
+    assert job.status == JobStatus.IN_PROGRESS and job.cancel_requested_at is not None and job.deleted_at is not None
+    assert services.is_cancel_requested(job_id=job.pk) and api.get(f"/v1/videos/{job.request_id}").status_code == 404
