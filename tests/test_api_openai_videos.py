@@ -190,6 +190,12 @@ def test_content_serves_the_mp4_with_ranges_a_thumbnail_and_a_sprite_sheet(api):
     # The frames are in time order: the grey level rises from the first tile to the last.
     assert grid.getpixel((8, 8))[0] < grid.getpixel((3 * 64 + 8, 3 * 64 + 8))[0]
     assert api.get(url, {"variant": "poster"}).json()["error"]["param"] == "variant"
+    # Cached beside the video, and deleted with it (here by the disk quota).
+    assert sorted(p.name for p in video.parent.iterdir()) == sorted(
+        [video.name, f"{job.request_id}.spritesheet.jpg", f"{job.request_id}.thumbnail.webp"])
+    from videojobs import services
+
+    assert services.enforce_output_quota(max_bytes=0) == 1 and list(video.parent.iterdir()) == []
 
 
 def test_content_of_an_unfinished_failed_or_expired_video_is_a_clear_4xx(api, settings):
