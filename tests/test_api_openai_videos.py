@@ -265,7 +265,7 @@ def test_models_lists_the_served_model(api, settings):
 def test_a_list_the_sdk_sends_as_name_brackets_reaches_its_field():
     from django.http import QueryDict
 
-    from videojobs.api.openai.serializers import submit_data
+    from videojobs.api.openai.mapping import submit_data
 
     form = QueryDict(mutable=True)
     form.update({"prompt": PROMPT, "size": "64x64", "webhook_url": "https://hooks.example.com/x"})

@@ -11,8 +11,8 @@ from videojobs.errors import ErrorCode
 from videojobs.models import FINISHED_STATUSES, JobStatus, VideoJob
 from videojobs.selectors.jobs import VIDEO_ID_PREFIX, job_progress, jobs_by_request_id
 
-# Wan2.1 generates at 16 frames per second.
-MODEL_FPS = 16
+# Wan2.1 generates at 16 frames per second (the daemon writes its mp4s at VIDEO_FPS).
+MODEL_FPS = settings.VIDEO_FPS
 
 _STATUS = {
     JobStatus.IN_QUEUE: "queued",

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from videojobs import previews, selectors, services
 from videojobs.api.auth import owner_of
 from videojobs.api.jobs import submit_validated
+from videojobs.api.openai import mapping
 from videojobs.api.openai import serializers as S
 from videojobs.api.openai.auth import OpenAIBearerAuthentication
 from videojobs.api.parsers import GuardedJSONParser
@@ -72,10 +73,10 @@ class VideosView(OpenAIView):
     def post(self, request: Request) -> Response:
         idempotency_key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
         multipart = "multipart" in (request.content_type or "")
-        body, origin = S.submit_data(data=request.data, files=request.FILES, multipart=multipart)
+        body, origin = mapping.submit_data(data=request.data, files=request.FILES, multipart=multipart)
         serializer = SubmitSerializer(data=body, context={"multipart": multipart})
         if not serializer.is_valid():
-            raise drf_serializers.ValidationError(S.renamed_errors(serializer.errors, origin))
+            raise drf_serializers.ValidationError(mapping.renamed_errors(serializer.errors, origin))
         job = submit_validated(data=dict(serializer.validated_data), owner=owner_of(request),
                                idempotency_key=idempotency_key)
         return Response(V.video_object(job=job))
