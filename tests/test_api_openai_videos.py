@@ -105,8 +105,10 @@ def test_statuses_map_and_a_cancelled_job_is_failed_with_code_cancelled(api):
     assert api.post("/video/cancel", {"requestId": job.request_id}, format="json").status_code == 200
     video = api.get(f"/v1/videos/{video_id(job.request_id)}").json()
     assert video["status"] == "failed" and video["error"]["code"] == "cancelled"
+    assert api.get(f"/v1/videos/{video_id(make_job().request_id)}")["openai-poll-after-ms"] == "5000"
     done = make_ready_job()
     finish_with_video(done)
+    assert "openai-poll-after-ms" not in api.get(f"/v1/videos/{video_id(done.request_id)}")
     video = api.get(f"/v1/videos/{video_id(done.request_id)}").json()
     assert (video["status"], video["progress"], video["seconds"]) == ("completed", 100, "1.56")
     assert video["completed_at"] is not None and video["expires_at"] == video["completed_at"] + 30 * 86400
@@ -124,6 +126,9 @@ def test_the_list_pages_by_cursor_in_either_order_and_holds_only_the_callers_vid
     assert [v["id"] for v in ascending["data"]] == ids[1:4]
     bad = api.get("/v1/videos", {"after": "video_" + "0" * 32}).json()["error"]
     assert bad["param"] == "after"
+    # A video deleted while paging still marks its place.
+    api.delete(f"/v1/videos/{first['last_id']}")
+    assert [v["id"] for v in api.get("/v1/videos", {"after": first["last_id"]}).json()["data"]] == ids[::-1][2:]
 
 
 def test_delete_cancels_removes_the_files_and_every_read_then_answers_404(api, django_capture_on_commit_callbacks):

@@ -9,7 +9,7 @@ from django.conf import settings
 
 from videojobs.errors import ErrorCode
 from videojobs.models import FINISHED_STATUSES, JobStatus, VideoJob
-from videojobs.selectors.jobs import VIDEO_ID_PREFIX, job_progress, jobs_by_request_id
+from videojobs.selectors.jobs import VIDEO_ID_PREFIX, bare_request_id, eta_seconds, is_request_id, job_progress
 
 # Wan2.1 generates at 16 frames per second (the daemon writes its mp4s at VIDEO_FPS).
 MODEL_FPS = settings.VIDEO_FPS
@@ -82,6 +82,21 @@ def video_object(*, job: VideoJob) -> dict[str, Any]:
     }
 
 
+# How soon the SDK's poll (create_and_poll) should ask again: a queued job waits for a whole job
+# ahead of it; a running one is asked about 20 times over its remaining time, 1-10 s apart.
+POLL_QUEUED_MS, POLL_MIN_MS, POLL_MAX_MS = 5000, 1000, 10000
+
+
+def poll_after_ms(*, job: VideoJob) -> int | None:
+    """The ``openai-poll-after-ms`` hint for an unfinished job (None once it ended)."""
+    if job.status == JobStatus.IN_QUEUE:
+        return POLL_QUEUED_MS
+    if job.status != JobStatus.IN_PROGRESS:
+        return None
+    eta = eta_seconds(job=job)
+    return POLL_MIN_MS if eta is None else int(min(max(eta * 1000 / 20, POLL_MIN_MS), POLL_MAX_MS))
+
+
 def video_page(*, owner: str, limit: int, order: str, after: VideoJob | None) -> dict[str, Any]:
     """One page of the caller's videos (deleted ones left out), by creation time, ``after`` the
     cursor job (exclusive): {object: "list", data, first_id, last_id, has_more}."""
@@ -105,8 +120,12 @@ def video_page(*, owner: str, limit: int, order: str, after: VideoJob | None) ->
 
 
 def cursor_job(*, video: str, owner: str) -> VideoJob | None:
-    """The job an ``after`` cursor names (either id form), if this owner can see it."""
-    return jobs_by_request_id(request_id=video, owner=owner).first()
+    """The job an ``after`` cursor names (either id form), if it is this owner's. A video deleted
+    since its page was read still marks its place (a client may delete what it pages through)."""
+    request_id = bare_request_id(video)
+    if not is_request_id(request_id):
+        return None
+    return VideoJob.objects.filter(request_id=request_id, owner=owner).first()
 
 
 def served_models() -> list[dict[str, Any]]:

@@ -100,7 +100,10 @@ class VideoView(OpenAIView):
     @extend_schema(tags=[TAG], operation_id="v1_videos_retrieve", parameters=[ID_PARAMETER],
                    responses={200: S.VideoSerializer, **NOT_FOUND}, summary="A video (openai: client.videos.retrieve)")
     def get(self, request: Request, video_id: str) -> Response:
-        return Response(V.video_object(job=_job(request, video_id)))
+        job = _job(request, video_id)
+        poll_after = V.poll_after_ms(job=job)
+        headers = {"openai-poll-after-ms": str(poll_after)} if poll_after is not None else None
+        return Response(V.video_object(job=job), headers=headers)
 
     @extend_schema(tags=[TAG], operation_id="v1_videos_delete", parameters=[ID_PARAMETER],
                    responses={200: S.VideoDeletedSerializer, **NOT_FOUND},
