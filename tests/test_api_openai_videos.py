@@ -299,3 +299,17 @@ def test_deleting_a_running_video_asks_its_daemon_to_stop_and_hides_it_at_once(a
     job.refresh_from_db()
     assert job.status == JobStatus.IN_PROGRESS and job.cancel_requested_at is not None and job.deleted_at is not None
     assert services.is_cancel_requested(job_id=job.pk) and api.get(f"/v1/videos/{job.request_id}").status_code == 404
+
+
+def test_the_admin_shows_deleted_and_remixed_videos(api, admin_client, settings):
+    source = make_ready_job(owner="")
+    stored = Path(settings.MEDIA_ROOT) / source.input_image
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(png_bytes(64, 64))
+    remix = api.post(f"/v1/videos/{source.request_id}/remix", {"prompt": "The same kite, now at night"}, format="json")
+    remixed = VideoJob.objects.get(request_id=remix.json()["id"].removeprefix("video_"))
+    page = admin_client.get(f"/admin/videojobs/videojob/{remixed.pk}/change/").content.decode()
+    assert "Remixed from" in page and source.request_id in page
+    api.delete(f"/v1/videos/{source.request_id}")
+    deleted = admin_client.get("/admin/videojobs/videojob/", {"deleted_at__isnull": "False"}).content.decode()
+    assert source.request_id in deleted and remixed.request_id not in deleted
