@@ -196,7 +196,7 @@ def _worse(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float
     return max(a[0], b[0]), max(a[1], b[1])
 
 
-def test_image() -> PIL.Image.Image:
+def sample_image() -> PIL.Image.Image:
     """A smooth random picture at exactly WIDTH x HEIGHT (no resizing on either side)."""
     rng = np.random.default_rng(SEED)
     coarse = rng.integers(0, 256, size=(HEIGHT // 8, WIDTH // 8, 3), dtype=np.uint8)
@@ -245,7 +245,7 @@ def compare_dit(official: types.SimpleNamespace, ours: Any, rng: torch.Generator
 
 def compare_vae(official: types.SimpleNamespace, ours: Any, ctx: ParallelContext,
                 rng: torch.Generator) -> dict[str, tuple[float, float]]:
-    image = test_image()
+    image = sample_image()
     theirs = official_condition(official, image)[4:]
     mine = condition_latents(ours, image, FRAMES, ctx, None, lambda *_: None)[0, 4:]
     z = torch.randn(1, 16, *latent_grid(), generator=rng)
@@ -266,7 +266,7 @@ def compare_t5(official: types.SimpleNamespace, ours: Any, ctx: ParallelContext)
 
 
 def compare_clip(official: types.SimpleNamespace, ours: Any, ctx: ParallelContext) -> tuple[float, float]:
-    image = test_image()
+    image = sample_image()
     theirs = official.clip.visual([official_pixels(image)[:, None]])  # wan/image2video.py: img[:, None, :, :]
     return error(theirs, encode_image(ours, image, ctx))
 
@@ -276,7 +276,7 @@ def official_loop(wan: types.SimpleNamespace, official: types.SimpleNamespace, s
     """The sampling of wan/image2video.py WanI2V.generate on the official modules. -> (16, T, h, w)."""
     # 1. The inputs: the prompts through T5, the image through CLIP and the VAE.
     frames, h, w = latent_grid()
-    image = test_image()
+    image = sample_image()
     context = official.t5([PROMPT], torch.device("cpu"))
     context_null = official.t5([DEFAULT_NEGATIVE_PROMPT], torch.device("cpu"))
     clip_context = official.clip.visual([official_pixels(image)[:, None]])
@@ -309,7 +309,7 @@ def official_loop(wan: types.SimpleNamespace, official: types.SimpleNamespace, s
 
 def our_loop(ours: Any, ctx: ParallelContext, solver: str, noise: torch.Tensor) -> torch.Tensor:
     """Our encoders, scheduler and loop (inference/generate.py's steps, the latents before decoding)."""
-    image = test_image()
+    image = sample_image()
     prompt, negative = encode_texts(ours, [PROMPT, DEFAULT_NEGATIVE_PROMPT], ctx)
     embeddings = Embeddings(prompt=prompt, negative=negative, image=encode_image(ours, image, ctx))
     condition = condition_latents(ours, image, FRAMES, ctx, None, lambda *_: None)

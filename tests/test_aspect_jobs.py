@@ -12,9 +12,11 @@ import pytest
 
 from inference.daemon.job import _generation_request
 from inference.generate import prepare_condition_image
+from inference.video import probe_mp4
 from tests.conftest import make_job, png_bytes
+from tests.daemon_support import daemon_argv, finished, running, service_env, wait_for
 from tests.generate_support import random_image, run_on_cpu
-from videojobs import tasks
+from videojobs import selectors, tasks
 from videojobs.models import JobStatus, VideoJob
 
 pytestmark = pytest.mark.django_db
@@ -107,3 +109,21 @@ def test_a_prepared_job_runs_on_the_tiny_model_at_the_size_its_aspect_gives(
     frames = run_on_cpu(tiny_components, request).frames
     assert frames.shape == (9, *frame_size, 3)
     assert status(api, request_id)["size"] == f"{frame_size[1]}*{frame_size[0]}"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_an_auto_job_runs_in_the_daemon_and_its_video_keeps_the_images_aspect(settings, tiny_ckpt, tmp_path):
+    # The real daemon process on the tiny model: a 120 x 80 upload at 64*64's area -> 64*48.
+    Path(settings.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
+    job = make_job(image_url="", image_bytes=png_bytes(120, 80),
+                   params={**SMALL, "num_frames": 25, "infer_steps": 20, "guidance_scale": 3.0, "aspect": "auto"})
+    tasks.prepare_input(job.pk)
+    log = tmp_path / "daemon.log"
+    with running(daemon_argv(), service_env(tiny_ckpt), log):
+        done = wait_for(lambda: finished(job.pk), timeout=180, what="the auto job", log=log)
+    assert done.status == JobStatus.SUCCEED, done.reason
+    document = selectors.status_document(job=done)
+    assert document["size"] == document["results"]["resolution"] == "64*48"
+    info = probe_mp4(Path(settings.OUTPUT_DIR) / f"{job.request_id}.mp4")
+    assert (info.frames, info.width, info.height) == (25, 64, 48)
