@@ -35,7 +35,7 @@ from inference.pipeline.decode import decode_frames
 from inference.pipeline.denoise import denoise, initial_noise
 from inference.pipeline.encode import TEMPORAL_STRIDE, Embeddings, condition_latents, encode_image, encode_texts
 from inference.pipeline.schedule import WanDPMSolverScheduler, WanUniPCScheduler
-from videojobs.params import DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
+from videojobs.params import ASPECT_DEFAULT, ASPECT_MODES, DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
 
 # Spatial size must split into whole 2x2 patches of 8x-downsampled latents.
 SIZE_MULTIPLE = 16
@@ -57,6 +57,9 @@ class GenerationRequest:
     sample_solver: str
     sample_shift: float
     cache: CacheRequest = field(default_factory=CacheRequest)
+    # "crop": the image covers width x height and is centre-cropped; "auto": the whole image is
+    # resized to width x height, which the caller chose from its aspect ratio (params.output_size).
+    aspect: str = ASPECT_DEFAULT
 
 
 @dataclass
@@ -110,15 +113,24 @@ def validate_request(request: GenerationRequest) -> None:
         raise ValueError(f"sample_solver must be one of {', '.join(SAMPLE_SOLVERS)}, got {request.sample_solver!r}")
     if not np.isfinite(request.sample_shift) or request.sample_shift <= 0:
         raise ValueError(f"sample_shift must be a finite number > 0, got {request.sample_shift}")
+    if request.aspect not in ASPECT_MODES:
+        raise ValueError(f"aspect must be one of {', '.join(ASPECT_MODES)}, got {request.aspect!r}")
 
 
-def prepare_condition_image(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
-    """RGB, scaled to cover width x height with its aspect ratio kept, then centre-cropped to
-    exactly that size. Squashing instead would distort the subject the video starts from."""
+def prepare_condition_image(image: PIL.Image.Image, width: int, height: int, *,
+                            aspect: str = ASPECT_DEFAULT) -> PIL.Image.Image:
+    """RGB at exactly width x height. Under "crop": scaled to cover that size with its aspect
+    ratio kept, then centre-cropped (squashing would distort the subject the video starts from).
+    Under "auto": the whole image resized to that size, which params.output_size chose from the
+    image's own ratio (as Wan2.1 does; the ratio moves by at most the rounding to 16 pixels)."""
     # 1. Validate and drop alpha / palette modes.
     if width <= 0 or height <= 0:
         raise ValueError(f"width and height must be positive, got {width}x{height}")
     rgb = image.convert("RGB")
+    if aspect == "auto":
+        return rgb.resize((width, height), resample=PIL.Image.Resampling.LANCZOS)
+    if aspect != "crop":
+        raise ValueError(f"aspect must be one of {', '.join(ASPECT_MODES)}, got {aspect!r}")
 
     # 2. The smallest scale at which the image covers the target in both directions.
     scale = max(width / rgb.width, height / rgb.height)
@@ -231,7 +243,7 @@ def generate(
     if not isinstance(components, WanComponents):
         raise TypeError(f"components must come from inference.pipeline.loading, got {type(components).__name__}")
     check_fits_topology(request, components, ctx)
-    condition_image = prepare_condition_image(request.image, request.width, request.height)
+    condition_image = prepare_condition_image(request.image, request.width, request.height, aspect=request.aspect)
     scheduler = make_scheduler(components.scheduler_config, request.sample_solver, request.sample_shift)
     strips = None
     if ctx.topology.vae_parallel:

@@ -6,6 +6,7 @@ import io
 import re
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils.text import capfirst
@@ -302,3 +303,20 @@ def test_the_page_leaves_sample_shift_empty_so_the_size_picks_the_official_shift
     assert 'value="5' not in block and "3 at 480p, 5 at 720p" in block
     assert client.post("/", {**GOOD_FORM, "image_size": "832*480", "sample_shift": "", "image": upload()}).status_code == 302
     assert VideoJob.objects.latest("created_at").params["sample_shift"] == 3.0
+
+
+def test_the_form_offers_aspect_with_crop_by_default_and_loads_the_crop_preview(client):
+    html = client.get("/").content.decode()
+    block = field_block(html, "aspect")
+    assertInHTML('<option value="crop" selected>crop</option>', block)
+    assertInHTML('<option value="auto">auto</option>', block)
+    # The preview is drawn by a static script (the CSP runs no inline one) on a canvas beside the image input.
+    assert '<script src="/static/videojobs/crop-preview.js" defer></script>' in html
+    assert 'id="crop-canvas"' in html[html.index('class="image-source"'):html.index("</fieldset>")]
+    assert finders.find("videojobs/crop-preview.js")
+    assert client.post("/", {**GOOD_FORM, "aspect": "auto", "image": upload(png_bytes(120, 80))}).status_code == 302
+    job = VideoJob.objects.latest("created_at")
+    assert job.params["aspect"] == "auto"
+    services.prepare_job_input(job_id=job.pk)
+    panel = client.get(f"/jobs/{job.request_id}/panel").content.decode()
+    assertInHTML('<dd id="job-size">64*48</dd>', panel)

@@ -5,6 +5,8 @@ never import torch.
 """
 from __future__ import annotations
 
+import math
+
 SAMPLE_SOLVERS: tuple[str, ...] = ("unipc", "dpm++", "euler")
 
 # The sizes Wan2.1-I2V-14B-720P was trained for ("WIDTH*HEIGHT", as in the original API).
@@ -30,6 +32,15 @@ ATTENTIONCACHE_DEFAULTS = {"start_step": 12, "attentioncache_interval": 4, "end_
 # residual changes by less than cache_threshold (relative).
 CACHE_METHODS: tuple[str, ...] = ("none", "attention", "dbcache")
 CACHE_THRESHOLD_MIN, CACHE_THRESHOLD_MAX, CACHE_THRESHOLD_DEFAULT = 0.0, 1.0, 0.08
+# How the image becomes the first frame. "crop" (the original contract): exactly image_size,
+# the image scaled to cover it and centre-cropped. "auto" (Wan2.1's own way): the whole image,
+# at the size its aspect ratio gives at image_size's area (output_size).
+ASPECT_MODES: tuple[str, ...] = ("crop", "auto")
+ASPECT_DEFAULT = "crop"
+# The Wan VAE downsamples by 8 in space and the DiT patches 2 x 2 latents: sizes are whole
+# patches, multiples of 16 pixels.
+VAE_SPATIAL_STRIDE = 8
+DIT_PATCH = 2
 
 
 def parse_image_size(value: str) -> tuple[int, int]:
@@ -48,6 +59,41 @@ def default_shift(image_size: str) -> float:
     smaller EXTRA_IMAGE_SIZES), else SHIFT_DEFAULT (5.0, the 720p sizes and anything larger)."""
     width, height = parse_image_size(image_size)
     return SHIFT_DEFAULT_480P if width * height <= SHIFT_480P_MAX_AREA else SHIFT_DEFAULT
+
+
+def aspect_size(*, image_width: int, image_height: int, max_area: int) -> tuple[int, int]:
+    """(width, height) that keeps an image's aspect ratio at about max_area pixels, rounded as
+    Wan2.1 rounds it (wan/image2video.py, WanI2V.generate at 9737cba):
+    lat_h = round(sqrt(max_area * h / w) // 8 // 2 * 2), lat_w likewise with w / h, size = lat * 8.
+    The floor divisions act on floats, as numpy's do there. An image so thin that a side rounds
+    to no whole patch raises ValueError (the official code would fail on it later)."""
+    if image_width <= 0 or image_height <= 0 or max_area <= 0:
+        raise ValueError(f"image size and max_area must be positive, got {image_width}x{image_height}, {max_area}")
+    aspect_ratio = image_height / image_width
+    lat_h = round(math.sqrt(max_area * aspect_ratio) // VAE_SPATIAL_STRIDE // DIT_PATCH * DIT_PATCH)
+    lat_w = round(math.sqrt(max_area / aspect_ratio) // VAE_SPATIAL_STRIDE // DIT_PATCH * DIT_PATCH)
+    if lat_h < DIT_PATCH or lat_w < DIT_PATCH:
+        raise ValueError(
+            f"an image of {image_width}x{image_height} pixels is too narrow to keep whole at {max_area} pixels: "
+            f"a side would be under {VAE_SPATIAL_STRIDE * DIT_PATCH} pixels; use aspect \"crop\""
+        )
+    return lat_w * VAE_SPATIAL_STRIDE, lat_h * VAE_SPATIAL_STRIDE
+
+
+def output_size(*, image_size: str, aspect: str, image_width: int, image_height: int) -> tuple[int, int]:
+    """(width, height) of the video a request makes from an image of that size: image_size
+    itself under "crop", the image's own aspect ratio at image_size's area under "auto"."""
+    width, height = parse_image_size(image_size)
+    if aspect == "crop":
+        return width, height
+    if aspect == "auto":
+        return aspect_size(image_width=image_width, image_height=image_height, max_area=width * height)
+    raise ValueError(f"aspect must be one of {', '.join(ASPECT_MODES)}, got {aspect!r}")
+
+
+def format_size(width: int, height: int) -> str:
+    """(1280, 720) -> "1280*720", the API's spelling of a size."""
+    return f"{width}*{height}"
 
 
 def is_valid_num_frames(n: int) -> bool:

@@ -28,7 +28,7 @@ from inference.pipeline.components import WanComponents
 from inference.runtime import GroupBroken, Runtime, StopFlag, agree_flag, gather_objects
 from inference.video import write_mp4
 from videojobs import services
-from videojobs.params import ATTENTIONCACHE_DEFAULTS, CACHE_THRESHOLD_DEFAULT, parse_image_size
+from videojobs.params import ASPECT_DEFAULT, ATTENTIONCACHE_DEFAULTS, CACHE_THRESHOLD_DEFAULT, output_size
 
 logger = logging.getLogger("inference.daemon")  # the daemon's one logger name, in every module of it
 
@@ -42,13 +42,18 @@ class JobStopped(Exception):
 def _generation_request(message: dict[str, Any]) -> GenerationRequest:
     """The job message rank 0 broadcast, as the request every rank generates."""
     params = message["params"]
-    width, height = parse_image_size(params["image_size"])
+    image = Image.open(io.BytesIO(message["image_png"])).convert("RGB")
+    # The video's size: image_size, or under aspect "auto" the image's ratio at its area.
+    aspect = params.get("aspect", ASPECT_DEFAULT)
+    width, height = output_size(image_size=params["image_size"], aspect=aspect,
+                                image_width=image.width, image_height=image.height)
     return GenerationRequest(
         prompt=message["prompt"],
         negative_prompt=message["negative_prompt"] or None,
-        image=Image.open(io.BytesIO(message["image_png"])).convert("RGB"),
+        image=image,
         width=width,
         height=height,
+        aspect=aspect,
         num_frames=params["num_frames"],
         guidance_scale=params["guidance_scale"],
         infer_steps=params["infer_steps"],

@@ -87,6 +87,12 @@ class SubmitSerializer(serializers.Serializer):
     image = serializers.FileField(required=False, allow_empty_file=False,
                                   help_text="multipart/form-data only: a JPEG, PNG, WebP, GIF or BMP file")
     image_size = StrictCharField(default=P.IMAGE_SIZE_DEFAULT, max_length=16)
+    aspect = StrictChoiceField(
+        choices=P.ASPECT_MODES, default=P.ASPECT_DEFAULT,
+        help_text='"crop" (the default): exactly image_size, the image scaled to cover it and centre-cropped; '
+                  '"auto": the whole image, at the size its aspect ratio gives at image_size\'s area (Wan2.1\'s '
+                  'own rule, sides in multiples of 16); the status document\'s "size" says which size runs',
+    )
     num_frames = StrictIntegerField(default=P.NUM_FRAMES_DEFAULT)
     guidance_scale = StrictFloatField(default=P.GUIDANCE_DEFAULT, min_value=P.GUIDANCE_MIN, max_value=P.GUIDANCE_MAX)
     infer_steps = StrictIntegerField(default=P.STEPS_DEFAULT, min_value=P.STEPS_MIN, max_value=P.STEPS_MAX)
@@ -269,6 +275,9 @@ class StatusResponseSerializer(serializers.Serializer):
     max_attempts = serializers.IntegerField()
     cancel_requested = serializers.BooleanField()
     parameters = serializers.DictField()
+    size = serializers.CharField(allow_null=True, help_text=(
+        'The video\'s size, "WIDTH*HEIGHT": image_size under aspect "crop"; under "auto" the size the '
+        'image\'s aspect ratio gives, null until the input image is ready'))
     created_at = serializers.FloatField()
     updated_at = serializers.FloatField()
     started_at = serializers.FloatField(allow_null=True)

@@ -11,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from videojobs.models import UNFINISHED_STATUSES, JobPhase, JobStatus, VideoJob
+from videojobs.params import ASPECT_DEFAULT
 
 REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 # The OpenAI-compatible API's form of a job's id ("video_" + requestId); every lookup takes both.
@@ -182,6 +183,19 @@ def video_url_for(*, request_id: str) -> str:
     return f"/videos/{request_id}.mp4"
 
 
+def video_size(*, job: VideoJob) -> str | None:
+    """The video's size, "W*H": the one that ran once it succeeded; before, the one the input
+    image gave (aspect "auto"), or image_size itself under "crop"; None while "auto" waits for
+    its image."""
+    ran = (job.result or {}).get("resolution")
+    if ran:
+        return ran
+    known = job.params.get("output_size")
+    if known:
+        return known
+    return job.params.get("image_size") if job.params.get("aspect", ASPECT_DEFAULT) == "crop" else None
+
+
 def status_document(*, job: VideoJob) -> dict[str, Any]:
     """The /video/status body: the original fields first, then our extra detail."""
     results = None
@@ -212,6 +226,7 @@ def status_document(*, job: VideoJob) -> dict[str, Any]:
         "max_attempts": job.max_attempts,
         "cancel_requested": job.cancel_requested_at is not None,
         "parameters": job.params,
+        "size": video_size(job=job),
         "created_at": _epoch(job.created_at),
         "updated_at": _epoch(job.updated_at),
         "started_at": _epoch(job.started_at),

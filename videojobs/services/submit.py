@@ -13,9 +13,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, JSONField, Q, Value
+from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
+from videojobs import params as P
 from videojobs.errors import ErrorCode, IdempotencyConflict, ImageInputError, OwnerLimit, QueueFull, WebhooksDisabled
 from videojobs.models import UNFINISHED_STATUSES, JobEventKind, JobPhase, JobStatus, VideoJob, WebhookEvent
 from videojobs.net import webhooks as webhook_transport
@@ -24,6 +26,11 @@ from videojobs.net.safe_http import FetchPolicy, fetch_image_bytes
 from videojobs.net.addresses import parse_networks
 from videojobs.services import handoff
 from videojobs.services.events import end_jobs, record_event
+
+
+def _jsonb_merge(left: Any, right: Any) -> CombinedExpression:
+    """left || right on jsonb: the keys of right added to (or replacing those of) left."""
+    return CombinedExpression(left, "||", right, output_field=JSONField())
 
 
 # pg_advisory_xact_lock key serialising the admission gate (count + insert).
@@ -227,10 +234,19 @@ def _prepare(job: VideoJob) -> VideoJob | None:
         fail_input(job_id=job.pk, code=ErrorCode.INPUT_MISSING,
                    reason="the uploaded image is no longer stored on the server; submit the job again")
         return VideoJob.objects.get(pk=job.pk)
-    # 2. Store the normalised copy under a name that is unique per job.
+    # 2. The video's size, now that the image's is known (aspect "auto" keeps its ratio).
+    try:
+        width, height = P.output_size(image_size=job.params["image_size"],
+                                      aspect=job.params.get("aspect", P.ASPECT_DEFAULT),
+                                      image_width=image.width, image_height=image.height)
+    except ValueError as exc:
+        fail_input(job_id=job.pk, code=ErrorCode.VALIDATION_ERROR, reason=f"aspect: {exc}")
+        return VideoJob.objects.get(pk=job.pk)
+    # 3. Store the normalised copy under a name that is unique per job.
     relative = store_input(request_id=job.request_id, data=image.data)
-    # 3. Make it claimable, or drop the file when the job was cancelled meanwhile.
-    if not mark_input_ready(job_id=job.pk, image_path=str(relative), sha256=image.sha256):
+    # 4. Make it claimable, or drop the file when the job was cancelled meanwhile.
+    if not mark_input_ready(job_id=job.pk, image_path=str(relative), sha256=image.sha256,
+                            output_size=P.format_size(width, height)):
         (Path(settings.MEDIA_ROOT) / relative).unlink(missing_ok=True)
         return None
     return VideoJob.objects.get(pk=job.pk)
@@ -251,9 +267,13 @@ def _input_bytes(job: VideoJob) -> bytes:
 
 
 @transaction.atomic
-def mark_input_ready(*, job_id: int, image_path: str, sha256: str) -> bool:
+def mark_input_ready(*, job_id: int, image_path: str, sha256: str, output_size: str | None = None) -> bool:
+    """The job's input is stored: it becomes claimable. ``output_size`` ("W*H", the video's size
+    from the image's, see params.output_size) goes into its params for the status document."""
     now = timezone.now()
+    sized = {"params": _jsonb_merge(F("params"), Value({"output_size": output_size}, JSONField()))} if output_size else {}
     updated = VideoJob.objects.filter(pk=job_id, status=JobStatus.IN_QUEUE, input_ready_at__isnull=True).update(
+        **sized,
         input_image=image_path,
         input_sha256=sha256,
         input_ready_at=now,

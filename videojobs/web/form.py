@@ -62,6 +62,9 @@ def inputs() -> list[Input]:
               maxlength=P.PROMPT_MAX_CHARS, hint=f"{P.PROMPT_MIN_CHARS}-{P.PROMPT_MAX_CHARS} characters"),
         Input("image_size", "Size (width*height)", "select", default=P.IMAGE_SIZE_DEFAULT,
               choices=tuple(allowed_image_sizes()), hint=f"default {P.IMAGE_SIZE_DEFAULT}"),
+        Input("aspect", "Framing", "select", default=P.ASPECT_DEFAULT, choices=P.ASPECT_MODES,
+              hint="crop: exactly the size, centre-cropped (the preview shows what is kept); "
+                   "auto: the whole picture, its own aspect ratio at the size's area"),
         Input("num_frames", "Frames", "number", default=P.NUM_FRAMES_DEFAULT, min=first_frames, max=last_frames,
               step=4, hint=f"4k+1, {first_frames}-{last_frames}, default {P.NUM_FRAMES_DEFAULT} (16 fps)"),
         Input("infer_steps", "Denoising steps", "number", default=P.STEPS_DEFAULT, min=P.STEPS_MIN,

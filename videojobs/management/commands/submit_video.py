@@ -20,7 +20,7 @@ from videojobs.client import is_url
 
 # option -> /video/submit field
 _PARAMS = {
-    "size": "image_size", "frames": "num_frames", "steps": "infer_steps", "seed": "seed",
+    "size": "image_size", "aspect": "aspect", "frames": "num_frames", "steps": "infer_steps", "seed": "seed",
     "guidance": "guidance_scale", "negative_prompt": "negative_prompt", "solver": "sample_solver",
     "shift": "sample_shift", "cache_method": "cache_method", "cache_threshold": "cache_threshold",
 }
@@ -54,6 +54,9 @@ class Command(BaseCommand):
         job.add_argument("--prompt", help="10-500 characters")
         job.add_argument("--negative-prompt", help="default: Wan2.1's own negative prompt")
         job.add_argument("--size", metavar="W*H", help=f"output size, e.g. 832*480 (default {P.IMAGE_SIZE_DEFAULT})")
+        job.add_argument("--aspect", choices=P.ASPECT_MODES,
+                         help=f"crop: exactly --size, centre-cropped (default {P.ASPECT_DEFAULT}); "
+                              "auto: the whole image, its aspect ratio at --size's area")
         job.add_argument("--frames", type=int, metavar="N", help=f"4k+1, e.g. 81 (default {P.NUM_FRAMES_DEFAULT})")
         job.add_argument("--steps", type=int, metavar="N", help=f"denoising steps (default {P.STEPS_DEFAULT})")
         job.add_argument("--seed", type=int, help="default: random (reported in results.seed)")
