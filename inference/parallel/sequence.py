@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from inference.parallel.topology import Meshes, Topology
+from inference.quant.attention import require_installed
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ def attention_backend_for(device_kind: str, *, ring: bool, dtype: torch.dtype, r
         if ring and (requested not in LSE_BACKENDS or (requested == NATIVE and device_kind != "cpu")):
             raise ValueError(f"ATTENTION_BACKEND={requested} returns no log-sum-exp, which RING_SIZE > 1 needs; "
                              f"use one of {', '.join(sorted(LSE_BACKENDS))} or auto")
+        require_installed(requested)  # sage (8-bit attention) needs its package: one line at start if absent
         return requested
-    # 2. auto.
+    # 2. auto: always an exact kernel (a quantized one only when named: inference.quant.attention).
     if device_kind == "npu":
         if ring:
             raise ValueError("ring attention needs a log-sum-exp, which the NPU attention backend does not return")
