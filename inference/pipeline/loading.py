@@ -47,6 +47,7 @@ from inference.quant.apply import quantize_components
 from inference.quant.attention import attention_report
 from inference.quant.memory import weight_bytes
 from inference.quant.modes import check_combination
+from inference.quant.prequantized import check_prequantized, load_prequantized_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +176,11 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
     device = ctx.device.torch_device
     started = time.perf_counter()
 
-    # 2. The neural components, each in its own dtype. Wan keeps the VAE and CLIP in fp32.
-    transformer = _load_transformer(ckpt_dir, dtypes["transformer"], ctx)
+    # 2. The neural components, each in its own dtype. Wan keeps the VAE and CLIP in fp32. A DiT
+    # stored pre-quantized (LightX2V's int8 format) loads as it is stored.
+    prequantized = check_prequantized(ckpt_dir / "transformer", options.dit_quant) is not None
+    transformer = (load_prequantized_transformer(ckpt_dir / "transformer", dtypes["transformer"], device)
+                   if prequantized else _load_transformer(ckpt_dir, dtypes["transformer"], ctx))
     text_encoder = _load_text_encoder(ckpt_dir, dtypes["text_encoder"], ctx)
     vae = AutoencoderKLWan.from_pretrained(ckpt_dir, subfolder="vae", torch_dtype=dtypes["vae"], local_files_only=True)
     image_encoder = CLIPVisionModel.from_pretrained(
@@ -185,7 +189,7 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
 
     # 2b. Quantized weights (DIT_QUANT, T5_QUANT), once, before sequence parallel and compilation.
     quantization = quantize_components(transformer=transformer, text_encoder=text_encoder, dit_mode=options.dit_quant,
-                                       t5_mode=options.t5_quant, device=ctx.device)
+                                       t5_mode=options.t5_quant, device=ctx.device, dit_prequantized=prequantized)
 
     # 3. The non-neural parts. Of the image processor only its config is used (CLIP's mean, std
     # and size; encode.clip_pixels stretches the frame itself, as Wan does, instead of its resize

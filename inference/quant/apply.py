@@ -64,18 +64,22 @@ def quantize_module(model: torch.nn.Module, mode: str, *, block_prefix: str) -> 
 
 def quantize_components(
     *, transformer: torch.nn.Module, text_encoder: torch.nn.Module | None, dit_mode: str, t5_mode: str,
-    device: DeviceSpec,
+    device: DeviceSpec, dit_prequantized: bool = False,
 ) -> dict[str, str]:
-    """Apply DIT_QUANT and T5_QUANT (after the device check); returns the modes that ran."""
+    """Apply DIT_QUANT and T5_QUANT (after the device check); returns the modes that ran. A DiT
+    loaded pre-quantized (``inference.quant.prequantized``) is reported, not converted again."""
     # 1. Refuse what this device cannot run, naming the requirement, before touching weights.
     capability = cuda_capability(device)
     check_device(variable="DIT_QUANT", mode=dit_mode, device_kind=device.kind, capability=capability)
     check_device(variable="T5_QUANT", mode=t5_mode, device_kind=device.kind, capability=capability)
     # 2. The DiT's blocks, then T5's (T5_CPU: on the host, where int8 runs too; absent on ranks > 0).
-    if dit_mode != NONE:
+    if dit_mode != NONE and not dit_prequantized:
         layers = quantize_module(transformer, dit_mode, block_prefix="blocks.")
         logger.info("DiT quantized to %s: %d Linear layers", dit_mode, layers)
     if t5_mode != NONE and text_encoder is not None:
         layers = quantize_module(text_encoder, t5_mode, block_prefix="encoder.block.")
         logger.info("T5 quantized to %s: %d Linear layers", t5_mode, layers)
-    return {"dit": dit_mode, "t5": t5_mode}
+    report = {"dit": dit_mode, "t5": t5_mode}
+    if dit_prequantized:
+        report["dit_checkpoint"] = "pre-quantized"
+    return report
