@@ -59,7 +59,7 @@ def run_mode(name: str, args: argparse.Namespace, spec, config: dict, reference:
     """Build, quantize and time one mode at every size; fill ``reference`` when the mode is none."""
     quant, attention = MODES[name]
     if attention is not None:
-        from inference.quant.attention import require_installed
+        from inference.parallel.sequence import require_installed
 
         try:
             require_installed(attention)

@@ -1,4 +1,4 @@
-"""DIT_QUANT / T5_QUANT: the settings, the system check and the start-up refusals (no torch needed)."""
+"""DIT_QUANT / T5_QUANT: the settings, the system check, the start-up refusals, and the attention backends."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from inference import checks as inference_checks
 from inference.quant.modes import QuantizationError, check_combination, check_device
@@ -61,3 +62,24 @@ def test_int8_is_allowed_on_every_device(kind):
 def test_an_unknown_mode_is_refused_with_the_allowed_ones():
     with pytest.raises(QuantizationError, match="T5_QUANT must be one of none, int8, got 'fp8'"):
         check_combination(dit_quant="none", t5_quant="fp8", dit_fsdp=False, t5_fsdp=False)
+
+
+def test_a_named_8bit_attention_without_its_package_is_refused_at_start():
+    import importlib.util
+
+    from inference.parallel.sequence import attention_backend_for
+
+    if importlib.util.find_spec("sageattention") is not None:
+        pytest.skip("sageattention is installed here")
+    with pytest.raises(ValueError, match="ATTENTION_BACKEND=sage cannot run here: .*sageattention"):
+        attention_backend_for("cuda", ring=False, dtype=torch.bfloat16, requested="sage")
+
+
+@pytest.mark.parametrize("kind,ring", [("cuda", False), ("cuda", True), ("npu", False), ("cpu", False), ("cpu", True)])
+def test_auto_never_picks_a_quantized_attention(kind, ring):
+    from inference.parallel.sequence import attention_backend_for
+    from inference.quant.attention import attention_report, is_quantized_attention
+
+    backend = attention_backend_for(kind, ring=ring, dtype=torch.bfloat16)
+    assert not is_quantized_attention(backend)
+    assert attention_report("sage") == {"backend": "sage", "quantized": True}

@@ -2,7 +2,8 @@
 
 ``ATTENTION_BACKEND=auto`` always picks an exact kernel (``inference.parallel.sequence``);
 a quantized one (INT8 Q/K, FP8 or FP16 P/V) runs only when the operator names it. diffusers
-registers them all; they need the ``sageattention`` package (CUDA). Of them, only ``sage``
+registers them all; they need the ``sageattention`` package (CUDA; a named backend whose package
+is missing is refused at start by ``inference.parallel.sequence``). Of them, only ``sage``
 (and ``sage_hub``) support diffusers' context parallelism (Ulysses/ring). On Ascend the fused
 attention (``_native_npu``, ``torch_npu.npu_fusion_attention``) is exact and is auto's choice there.
 """
@@ -17,17 +18,6 @@ QUANTIZED_ATTENTION: frozenset[str] = frozenset({
 
 def is_quantized_attention(backend: str) -> bool:
     return backend in QUANTIZED_ATTENTION
-
-
-def require_installed(backend: str) -> None:
-    """Refuse at start, in one line, a backend whose package is missing (diffusers would raise a
-    RuntimeError on the first job otherwise, or at set_attention_backend with a traceback)."""
-    from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
-
-    try:
-        _check_attention_backend_requirements(AttentionBackendName(backend))
-    except RuntimeError as error:
-        raise ValueError(f"ATTENTION_BACKEND={backend} cannot run here: {error}") from None
 
 
 def attention_report(backend: str) -> dict[str, object]:
