@@ -43,7 +43,7 @@ from inference.parallel.fsdp import (
 from inference.parallel.sequence import enable_sequence_parallel
 from inference.pipeline.compile import compile_and_warm_up
 from inference.pipeline.components import WanComponents
-from inference.quant.apply import quantize_components
+from inference.quant.apply import check_modes_on_device, quantize_components
 from inference.quant.attention import attention_report
 from inference.quant.memory import weight_bytes
 from inference.quant.modes import check_combination
@@ -171,6 +171,7 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
     validate_checkpoint_dir(ckpt_dir)
     check_combination(dit_quant=options.dit_quant, t5_quant=options.t5_quant,
                       dit_fsdp=ctx.topology.dit_fsdp, t5_fsdp=ctx.topology.t5_fsdp)
+    check_modes_on_device(dit_mode=options.dit_quant, t5_mode=options.t5_quant, device=ctx.device)
     index = read_model_index(ckpt_dir)
     dtypes = resolve_dtypes(options)
     device = ctx.device.torch_device

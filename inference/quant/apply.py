@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from inference.devices import DeviceSpec
-from inference.quant.modes import FP8, INT8, NONE, check_device
+from inference.quant.modes import FP8, INT8, NONE, QuantizationError, check_device
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,13 @@ def quantize_module(model: torch.nn.Module, mode: str, *, block_prefix: str) -> 
     return len(targets)
 
 
+def check_modes_on_device(*, dit_mode: str, t5_mode: str, device: DeviceSpec) -> None:
+    """DIT_QUANT and T5_QUANT against this rank's device: one line naming the requirement."""
+    capability = cuda_capability(device)
+    check_device(variable="DIT_QUANT", mode=dit_mode, device_kind=device.kind, capability=capability)
+    check_device(variable="T5_QUANT", mode=t5_mode, device_kind=device.kind, capability=capability)
+
+
 def quantize_components(
     *, transformer: torch.nn.Module, text_encoder: torch.nn.Module | None, dit_mode: str, t5_mode: str,
     device: DeviceSpec, dit_prequantized: bool = False,
@@ -69,9 +76,10 @@ def quantize_components(
     """Apply DIT_QUANT and T5_QUANT (after the device check); returns the modes that ran. A DiT
     loaded pre-quantized (``inference.quant.prequantized``) is reported, not converted again."""
     # 1. Refuse what this device cannot run, naming the requirement, before touching weights.
-    capability = cuda_capability(device)
-    check_device(variable="DIT_QUANT", mode=dit_mode, device_kind=device.kind, capability=capability)
-    check_device(variable="T5_QUANT", mode=t5_mode, device_kind=device.kind, capability=capability)
+    check_modes_on_device(dit_mode=dit_mode, t5_mode=t5_mode, device=device)
+    if dit_mode == FP8 and transformer.dtype != torch.bfloat16:
+        raise QuantizationError(f"DIT_QUANT=fp8 needs a bfloat16 DiT (torchao's per-row FP8 takes bf16 weights); "
+                                f"DIT_DTYPE gives {transformer.dtype}")
     # 2. The DiT's blocks, then T5's (T5_CPU: on the host, where int8 runs too; absent on ranks > 0).
     if dit_mode != NONE and not dit_prequantized:
         layers = quantize_module(transformer, dit_mode, block_prefix="blocks.")
