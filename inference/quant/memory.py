@@ -15,8 +15,7 @@ def tensor_bytes(tensor: torch.Tensor) -> int:
     fp8 data, scales, zero points) for a torchao tensor, whose ``dtype`` is the original one."""
     if isinstance(tensor, DTensor):
         return tensor_bytes(tensor.to_local())
-    flatten = getattr(type(tensor), "__tensor_flatten__", None)
-    if flatten is not None and type(tensor) is not torch.nn.Parameter and type(tensor) is not torch.Tensor:
+    if hasattr(type(tensor), "__tensor_flatten__"):  # a traceable subclass: count what it wraps
         names, _ = tensor.__tensor_flatten__()
         return sum(tensor_bytes(getattr(tensor, name)) for name in names)
     return tensor.numel() * tensor.element_size()
