@@ -196,6 +196,10 @@ ATTENTION_BACKEND = env.string("ATTENTION_BACKEND", "auto")
 COMPILE = env.boolean("COMPILE", False)
 COMPILE_WARMUP = env.shapes("COMPILE_WARMUP", ["1280*720x81"])
 PROMPT_CACHE_SIZE = env.integer("PROMPT_CACHE_SIZE", 32, minimum=0, maximum=100_000)
+# Quantized weights, applied once at daemon start (README, "Quantized inference"): the DiT's
+# blocks in fp8 (CUDA sm89+) or int8 weight-only (anywhere), UMT5's in int8 weight-only.
+DIT_QUANT = env.choice("DIT_QUANT", "none", ("none", "fp8", "int8"))
+T5_QUANT = env.choice("T5_QUANT", "none", ("none", "int8"))
 INFERENCE_NPROC = env.integer("INFERENCE_NPROC", 1, minimum=1, maximum=64)
 # One daemon group across several hosts (torchrun --nnodes): every host runs the supervisor
 # (or torchrun) with the same NNODES, MASTER_ADDR and MASTER_PORT and its own NODE_RANK.

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import Error, Warning, register
 
 from inference.parallel.topology import TopologyError, TopologyRequest, resolve_topology
+from inference.quant.modes import QuantizationError, check_combination
 
 
 @register()
@@ -25,4 +26,17 @@ def check_topology(app_configs=None, **kwargs):
     except TopologyError as error:
         return [Warning(str(error), hint="The inference daemon will refuse to start with these switches.",
                         id="videojobs.W004")]
+    return []
+
+
+@register()
+def check_quantization(app_configs=None, **kwargs):
+    # An error: DIT_QUANT / T5_QUANT with FSDP of the same model can never start (the device
+    # requirement of fp8 is checked by the daemon, which knows its GPU).
+    try:
+        check_combination(dit_quant=settings.DIT_QUANT, t5_quant=settings.T5_QUANT,
+                          dit_fsdp=settings.DIT_FSDP, t5_fsdp=settings.T5_FSDP)
+    except QuantizationError as error:
+        return [Error(str(error), hint="The inference daemon will refuse to start with these switches.",
+                      id="inference.E001")]
     return []

@@ -115,7 +115,9 @@ def convert_transformer(src: Path, dst: Path) -> None:
     # The converted keys must be exactly the model's.
     with torch.device("meta"):
         model = WanTransformer3DModel(**config)
+    # A pre-quantized DiT (LightX2V's int8/fp8 files) also stores a row scale per quantized weight.
     expected = set(model.state_dict())
+    expected |= {f"{name}_scale" for name in expected if f"{name}_scale" in weight_map}
     if set(weight_map) != expected:
         raise ValueError(f"DiT conversion mismatch: missing {sorted(expected - set(weight_map))[:5]}, "
                          f"unexpected {sorted(set(weight_map) - expected)[:5]}")

@@ -159,6 +159,14 @@ def memory_stats(spec: DeviceSpec) -> dict[str, int]:
     }
 
 
+def reset_peak_memory(spec: DeviceSpec) -> None:
+    """Start a new peak for ``memory_stats``' max_allocated_bytes (nothing to reset on the CPU)."""
+    if spec.kind == "cuda":
+        torch.cuda.reset_peak_memory_stats(spec.index)
+    elif spec.kind == "npu":
+        _npu_module().reset_peak_memory_stats(spec.index)
+
+
 def default_dtypes(spec: DeviceSpec) -> dict[str, torch.dtype]:
     """Per-component dtypes. On accelerators the big models run in bf16, while the VAE and
     the CLIP image encoder stay in fp32 as Wan does (bf16 there visibly degrades colours and

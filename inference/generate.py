@@ -287,5 +287,5 @@ def generate(
 
         frames = _timed(timings, "decoding", ctx, hooks, decode)
     acceleration = {"cache": cache_report, "attention_backend": components.attention_backend,
-                    "prompt_cache_hits": hits}
+                    "prompt_cache_hits": hits, "quantization": components.quantization}
     return GenerationResult(frames=frames, timings=timings, acceleration=acceleration, warnings=warnings)

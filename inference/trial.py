@@ -79,6 +79,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--cache-interval", type=int, default=P.ATTENTIONCACHE_DEFAULTS["attentioncache_interval"])
     parser.add_argument("--cache-end", type=int, default=P.ATTENTIONCACHE_DEFAULTS["end_step"])
     parser.add_argument("--cache-threshold", type=float, default=P.CACHE_THRESHOLD_DEFAULT)
+    parser.add_argument("--dit-quant", default="none", help="DIT_QUANT: none, fp8, int8")
+    parser.add_argument("--t5-quant", default="none", help="T5_QUANT: none, int8")
     return parser.parse_args()
 
 
@@ -90,7 +92,8 @@ def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runt
     ctx = ParallelContext(topology=topology, rank=runtime.rank, device=runtime.device,
                           meshes=build_meshes(topology, runtime.device.kind), control_group=runtime.control_group)
     # 2. The pipeline, then one job; the meter counts what the denoising steps send.
-    components = load_components(LoadOptions(ckpt_dir=args.ckpt, device=runtime.device), ctx)
+    components = load_components(LoadOptions(ckpt_dir=args.ckpt, device=runtime.device, dit_quant=args.dit_quant,
+                                             t5_quant=args.t5_quant), ctx)
     job = GenerationRequest(
         prompt="a cat walks across a sunny garden", negative_prompt=None, image=sample_image(args.width, args.height),
         width=args.width, height=args.height, num_frames=args.frames, guidance_scale=args.guidance,

@@ -1,6 +1,6 @@
 """COMPILE=1 on the tiny model, in a process of its own (tests/test_compile.py runs it).
 
-    python tests/compile_check.py CKPT  -> one JSON line
+    python tests/compile_check.py CKPT [DIT_QUANT]  -> one JSON line
 
 Loads the components eagerly and compiled (warmed up for 64x64, 5 frames), runs the same jobs
 on both (plain and with the attention cache) and reports the frames' difference and whether
@@ -30,14 +30,16 @@ from inference.pipeline.loading import LoadOptions, load_components  # noqa: E40
 
 def main() -> None:
     ckpt = Path(sys.argv[1])
+    quant = sys.argv[2] if len(sys.argv) > 2 else "none"  # both sides quantized alike (tests/test_quant_combinations.py)
     ctx = ParallelContext.single(resolve_device("cpu"))
     plain = GenerationRequest(prompt="a cat walks", negative_prompt=None, image=sample_image(64, 64), width=64,
                               height=64, num_frames=5, guidance_scale=4.0, infer_steps=6, seed=1,
                               sample_solver="unipc", sample_shift=5.0)
     cached = dataclasses.replace(plain, cache=CacheRequest(method="attention", start_step=1, interval=2, end_step=5))
-    eager = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device), ctx)
+    eager = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device, dit_quant=quant), ctx)
     started = time.perf_counter()
-    compiled = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device, compile_shapes=[(64, 64, 5)]), ctx)
+    compiled = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device, compile_shapes=[(64, 64, 5)],
+                                           dit_quant=quant), ctx)
     warmup = time.perf_counter() - started
     frames_after_warmup = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     differences = []

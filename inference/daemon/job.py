@@ -135,7 +135,7 @@ class JobRunner:
     """Runs each job the loop receives, on every rank, with the pipeline loaded once."""
 
     def __init__(self, runtime: Runtime, config: DaemonConfig, ctx: ParallelContext, components: WanComponents, *,
-                 gate: StepGate, db: DatabaseCalls, recorder: OutcomeRecorder) -> None:
+                 gate: StepGate, db: DatabaseCalls, recorder: OutcomeRecorder, memory: Any = None) -> None:
         self.runtime = runtime
         self.config = config
         self.ctx = ctx
@@ -143,13 +143,21 @@ class JobRunner:
         self.gate = gate
         self.db = db
         self.recorder = recorder
+        self.memory = memory  # inference.daemon.memory.MemoryReport: the accelerator's peak per job
 
     def run(self, message: dict[str, Any]) -> None:
         leader = self.runtime.is_leader
         active = ActiveJob.from_message(message)
         heartbeat = start_lease_heartbeat(self.config, self.db, active) if leader else None
         run = JobRun()
+        if self.memory is not None:
+            self.memory.job_started()
         outcome = self._attempt(active, message, run)
+        if self.memory is not None and outcome == StopFlag.CONTINUE:  # agreed: every rank gathers
+            peaks = self.memory.job_finished()
+            if peaks is not None:
+                run.report["acceleration"]["peak_memory_bytes"] = peaks
+                self.memory.publish()
         # Only after an ERROR do all ranks take part in this gather, so the counts match.
         errors = gather_objects(self.runtime, run.error) if outcome == StopFlag.ERROR else []
         if heartbeat is not None:

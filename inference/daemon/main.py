@@ -18,6 +18,7 @@ from inference.daemon.heartbeat import loading_heartbeat
 from inference.daemon.job import JobRunner, StepGate
 from inference.daemon.listen import ReadyListener
 from inference.daemon.loop import JobLoop
+from inference.daemon.memory import publish_weights
 from inference.daemon.outcome import OutcomeRecorder
 from inference.daemon.stop import StopRequests
 from inference.parallel.context import ParallelContext
@@ -46,6 +47,7 @@ class Daemon:
         self.config = config
         self.ctx = ctx
         self.components = None
+        self.memory = None  # inference.daemon.memory.MemoryReport, once loaded
         self.topology = running_topology(ctx, attention_backend="")
         self.stop = StopRequests(is_leader=runtime.is_leader)
         self.db = DatabaseCalls(self.stop)
@@ -80,9 +82,11 @@ class Daemon:
             ckpt_dir=self.config.ckpt_dir, device=self.runtime.device, dtypes=overrides or None,
             attention_backend=settings.ATTENTION_BACKEND, prompt_cache_size=settings.PROMPT_CACHE_SIZE,
             compile_shapes=[parse_shape(text) for text in settings.COMPILE_WARMUP] if settings.COMPILE else None,
+            dit_quant=settings.DIT_QUANT, t5_quant=settings.T5_QUANT,
         )
         self.components = load_components(options, self.ctx)
         self.topology = running_topology(self.ctx, self.components.attention_backend)
+        self.memory = publish_weights(self.runtime, self.config.worker_name, self.components)
         logger.info("pipeline loaded from %s in %.1f s", self.config.ckpt_dir, time.perf_counter() - started)
 
     def _register(self) -> None:
@@ -105,7 +109,7 @@ class Daemon:
         """Once the pipeline is loaded: the loop, and the runner it hands each job to."""
         recorder = OutcomeRecorder(self.config, self.db, self.topology)
         runner = JobRunner(self.runtime, self.config, self.ctx, self.components, gate=self.gate, db=self.db,
-                           recorder=recorder)
+                           recorder=recorder, memory=self.memory)
         return JobLoop(self.runtime, self.config, stop=self.stop, db=self.db, listener=self.listener, runner=runner)
 
     def _sign_off(self) -> None:

@@ -178,17 +178,3 @@ def non_persistent_buffers(model: torch.nn.Module) -> list[str]:
     persistent = set(model.state_dict())
     return [name for name, _ in model.named_buffers() if name not in persistent]
 
-
-# --------------------------------------------------------------------------- accounting
-
-
-def held_bytes(model: torch.nn.Module | None) -> int:
-    """Bytes of the parameters this rank holds for model (its shards only, if sharded)."""
-    if model is None:
-        return 0
-    total = 0
-    for tensor in model.parameters():
-        local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
-        total += local.numel() * local.element_size()
-    return total
-

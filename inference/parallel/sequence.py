@@ -48,8 +48,9 @@ def attention_backend_for(device_kind: str, *, ring: bool, dtype: torch.dtype, r
         if ring and (requested not in LSE_BACKENDS or (requested == NATIVE and device_kind != "cpu")):
             raise ValueError(f"ATTENTION_BACKEND={requested} returns no log-sum-exp, which RING_SIZE > 1 needs; "
                              f"use one of {', '.join(sorted(LSE_BACKENDS))} or auto")
+        require_installed(requested)  # e.g. sage (8-bit attention) needs its package: one line at start if absent
         return requested
-    # 2. auto.
+    # 2. auto: always an exact kernel (a quantized one, e.g. sage, only when named: inference.quant.attention).
     if device_kind == "npu":
         if ring:
             raise ValueError("ring attention needs a log-sum-exp, which the NPU attention backend does not return")
@@ -63,6 +64,17 @@ def attention_backend_for(device_kind: str, *, ring: bool, dtype: torch.dtype, r
             f"ring attention on CUDA uses the cuDNN kernel, which needs a bf16 or fp16 DiT (DIT_DTYPE), got {dtype}"
         )
     return NATIVE
+
+
+def require_installed(backend: str) -> None:
+    """Refuse at start, in one line, a named backend whose package is missing (diffusers would
+    raise a RuntimeError with a traceback at set_attention_backend otherwise)."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+
+    try:
+        _check_attention_backend_requirements(AttentionBackendName(backend))
+    except RuntimeError as error:
+        raise ValueError(f"ATTENTION_BACKEND={backend} cannot run here: {error}") from None
 
 
 @contextmanager

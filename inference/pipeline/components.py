@@ -22,6 +22,8 @@ class WanComponents:
     prompts: Any = None  # inference.cache.prompts.PromptCache
     # Bytes of parameters and buffers this rank holds, per component (shards only when sharded).
     held_bytes: dict[str, int] = field(default_factory=dict)
+    # What ran (inference.quant): {"dit": "none|fp8|int8", "t5": "none|int8", "attention": {"backend", "quantized"}}.
+    quantization: dict[str, Any] = field(default_factory=lambda: {"dit": "none", "t5": "none"})
 
     @property
     def transformer_dtype(self) -> torch.dtype:

@@ -34,7 +34,6 @@ from inference.parallel.context import ParallelContext
 from inference.parallel.fsdp import (
     apply_dtypes,
     diffusers_fp32_patterns,
-    held_bytes,
     load_into,
     non_persistent_buffers,
     shard_blocks,
@@ -44,6 +43,11 @@ from inference.parallel.fsdp import (
 from inference.parallel.sequence import enable_sequence_parallel
 from inference.pipeline.compile import compile_and_warm_up
 from inference.pipeline.components import WanComponents
+from inference.quant.apply import check_modes_on_device, quantize_components
+from inference.quant.attention import attention_report
+from inference.quant.memory import weight_bytes
+from inference.quant.modes import check_combination
+from inference.quant.prequantized import check_prequantized, load_prequantized_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,8 @@ class LoadOptions:
     prompt_cache_size: int = 32  # PROMPT_CACHE_SIZE: text embeddings kept (0: none)
     # COMPILE: regional compilation, warmed up for these (width, height, frames); None: eager.
     compile_shapes: list[tuple[int, int, int]] | None = None
+    dit_quant: str = "none"  # DIT_QUANT: none | fp8 | int8 (inference.quant)
+    t5_quant: str = "none"  # T5_QUANT: none | int8
 
 
 def resolve_dtypes(options: LoadOptions) -> dict[str, torch.dtype]:
@@ -163,18 +169,28 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
     # 1. Fail fast, with one readable line, before spending minutes on the weights.
     ckpt_dir = Path(options.ckpt_dir)
     validate_checkpoint_dir(ckpt_dir)
+    check_combination(dit_quant=options.dit_quant, t5_quant=options.t5_quant,
+                      dit_fsdp=ctx.topology.dit_fsdp, t5_fsdp=ctx.topology.t5_fsdp)
+    check_modes_on_device(dit_mode=options.dit_quant, t5_mode=options.t5_quant, device=ctx.device)
     index = read_model_index(ckpt_dir)
     dtypes = resolve_dtypes(options)
     device = ctx.device.torch_device
     started = time.perf_counter()
 
-    # 2. The neural components, each in its own dtype. Wan keeps the VAE and CLIP in fp32.
-    transformer = _load_transformer(ckpt_dir, dtypes["transformer"], ctx)
+    # 2. The neural components, each in its own dtype. Wan keeps the VAE and CLIP in fp32. A DiT
+    # stored pre-quantized (LightX2V's int8 format) loads as it is stored.
+    prequantized = check_prequantized(ckpt_dir / "transformer", options.dit_quant) is not None
+    transformer = (load_prequantized_transformer(ckpt_dir / "transformer", dtypes["transformer"], device)
+                   if prequantized else _load_transformer(ckpt_dir, dtypes["transformer"], ctx))
     text_encoder = _load_text_encoder(ckpt_dir, dtypes["text_encoder"], ctx)
     vae = AutoencoderKLWan.from_pretrained(ckpt_dir, subfolder="vae", torch_dtype=dtypes["vae"], local_files_only=True)
     image_encoder = CLIPVisionModel.from_pretrained(
         ckpt_dir / "image_encoder", dtype=dtypes["image_encoder"], local_files_only=True
     )
+
+    # 2b. Quantized weights (DIT_QUANT, T5_QUANT), once, before sequence parallel and compilation.
+    quantization = quantize_components(transformer=transformer, text_encoder=text_encoder, dit_mode=options.dit_quant,
+                                       t5_mode=options.t5_quant, device=ctx.device, dit_prequantized=prequantized)
 
     # 3. The non-neural parts. Of the image processor only its config is used (CLIP's mean, std
     # and size; encode.clip_pixels stretches the frame itself, as Wan does, instead of its resize
@@ -198,9 +214,10 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
         attention_backend=backend,
         caches=StepCaches(transformer, adaptive=_adaptive_cache(transformer, ctx)),
         prompts=PromptCache(capacity=options.prompt_cache_size),
+        quantization={**quantization, "attention": attention_report(backend)},
     )
     components.held_bytes = {
-        name: held_bytes(getattr(components, name)) for name in ("transformer", "text_encoder", "image_encoder", "vae")
+        name: weight_bytes(getattr(components, name)) for name in ("transformer", "text_encoder", "image_encoder", "vae")
     }
     # 5. Compilation is paid here, before the worker reports ready, not by the first jobs.
     if options.compile_shapes is not None:

@@ -39,10 +39,10 @@ class WorkerChangeList(CheckedChangeList):
 @admin.register(InferenceWorker)
 class InferenceWorkerAdmin(ReadOnlyAdmin):
     list_display = ("name", "topology_display", "device", "model_display", "state_display", "current_job_link",
-                    "heartbeat_age", "jobs_done", "mean_seconds_display")
+                    "heartbeat_age", "jobs_done", "mean_seconds_display", "weights_display")
     list_filter = ("state", "host")
     list_select_related = ("current_job",)
-    readonly_fields = [f.name for f in InferenceWorker._meta.fields] + ["mean_seconds_display"]
+    readonly_fields = [f.name for f in InferenceWorker._meta.fields] + ["mean_seconds_display", "weights_display"]
 
     def get_changelist(self, request, **kwargs):
         return WorkerChangeList
@@ -86,3 +86,22 @@ class InferenceWorkerAdmin(ReadOnlyAdmin):
         else:  # the detail page: one worker
             mean = selectors.worker_mean_seconds().get(worker.name)
         return "-" if mean is None else f"{mean:.1f} s"
+
+    @admin.display(description="weights per rank")
+    def weights_display(self, worker: InferenceWorker) -> str:
+        """E.g. "dit int8, t5 none; rank 0 7.9 GiB, rank 1 7.9 GiB; last job peak 21.3 GiB"."""
+        return weights_text(worker.quantization, worker.memory)
+
+
+def weights_text(quantization: dict, memory: dict) -> str:
+    gib = 1024**3
+    parts = []
+    if quantization:
+        parts.append(f"dit {quantization.get('dit', '?')}, t5 {quantization.get('t5', '?')}")
+    ranks = (memory or {}).get("weights_bytes") or []
+    if ranks:
+        parts.append(", ".join(f"rank {i} {sum(held.values()) / gib:.2f} GiB" for i, held in enumerate(ranks)))
+    peaks = [peak for peak in (memory or {}).get("last_job_peak_bytes") or [] if peak is not None]
+    if peaks:
+        parts.append(f"last job peak {max(peaks) / gib:.2f} GiB")
+    return "; ".join(parts) or "-"

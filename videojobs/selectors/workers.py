@@ -36,6 +36,9 @@ def worker_summary(*, now=None, private: bool = True) -> dict[str, Any]:
             "current_job": w.current_job.request_id if w.current_job_id else None,
             "jobs_done": w.jobs_done,
             "heartbeat_age_seconds": round((now - w.heartbeat_at).total_seconds(), 1),
+            # What the weights run as, and the bytes each rank holds (and its last job's peak).
+            "quantization": w.quantization,
+            "memory": w.memory,
             "detail": w.detail,
         }
         if not private:

@@ -52,13 +52,15 @@ from videojobs.services.webhooks import (
     webhook_retry_delay,
 )
 from videojobs.services.workers import register_worker, retire_dead_predecessors, update_worker, worker_heartbeat
+from videojobs.services.workers import record_worker_resources
 
 __all__ = [
     "CANCELLED_REASON", "EXPIRED_REASON", "OPERATOR_DELETED_REASON", "READY_CHANNEL", "RescueReport",
     "claim_next_job", "complete_job", "delete_job", "delete_job_output", "deliver_due_webhooks", "deliver_webhook", "end_jobs",
     "enforce_output_quota", "fail_input", "fail_job", "fail_timed_out_jobs", "finish_cancelled_job", "heartbeat",
     "is_cancel_requested", "mark_input_ready", "mark_lost_workers", "prepare_job_input", "purge_finished_jobs",
-    "queue_webhook", "record_event", "redact_paths", "redeliver_webhook", "register_worker", "release_job", "remix_job",
+    "queue_webhook", "record_event", "record_worker_resources", "redact_paths", "redeliver_webhook", "register_worker",
+    "release_job", "remix_job",
     "report_progress", "request_cancel", "request_fingerprint", "requeue_job", "requeue_stale_inputs",
     "rescue_expired_leases", "retire_dead_predecessors", "retry_as_new_job", "submit_job", "update_worker",
     "webhook_retry_delay", "worker_heartbeat",

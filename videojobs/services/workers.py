@@ -92,3 +92,9 @@ def update_worker(
 @transaction.atomic
 def worker_heartbeat(*, name: str) -> None:
     InferenceWorker.objects.filter(name=name).update(heartbeat_at=timezone.now())
+
+
+@transaction.atomic
+def record_worker_resources(*, name: str, memory: dict[str, Any], quantization: dict[str, Any]) -> None:
+    """The daemon's weight bytes per rank (and its last job's peaks), and the quantization it runs."""
+    InferenceWorker.objects.filter(name=name).update(memory=memory, quantization=quantization)
