@@ -293,7 +293,8 @@ class StatusResponseSerializer(serializers.Serializer):
     results = serializers.DictField(allow_null=True, help_text=(
         "Once the job succeeded: video_url (the download) and video_path (the original contract's field: the video "
         "relative to the server's output folder, never a server path), then what ran (frames, fps, resolution, "
-        "seed, topology, acceleration, warnings, timings). A job that stopped or failed keeps what ran."))
+        "seed, topology, acceleration, dit_forwards: the DiT forward passes that ran, warnings, timings). A job that "
+        "stopped or failed keeps what ran."))
     queue_position = serializers.IntegerField(allow_null=True)
     progress = serializers.FloatField()
     phase = serializers.CharField()
