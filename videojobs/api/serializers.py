@@ -211,7 +211,7 @@ def _solver_and_steps(solver: str | None, steps: int | None) -> tuple[str, int]:
     if steps is None:
         return solver, default
     if not low <= steps <= high:
-        other = ("sample_solver distill takes 1-8" if solver != P.DISTILL_SOLVER
+        other = (f"sample_solver distill takes {P.DISTILL_STEPS_MIN}-{P.DISTILL_STEPS_MAX}" if solver != P.DISTILL_SOLVER
                  else f"the other samplers take {P.STEPS_MIN}-{P.STEPS_MAX}")
         raise serializers.ValidationError(
             {"infer_steps": f"must be between {low} and {high} for sample_solver {solver} (got {steps}); {other}"})
