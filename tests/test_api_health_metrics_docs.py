@@ -178,6 +178,9 @@ def test_the_admin_line_says_which_cache_ran_and_what_it_reused():
     assert line == ("cache attention; 19 steps/pass reused (cond 760, uncond 760 attention outputs); "
                     "attention _native_cudnn; prompt cache hits 1")
     assert acceleration_summary(result={}) == "-"
+    distilled = acceleration_summary(result={"acceleration": {"cache": {"method": "none"}, "attention_backend": "native",
+                                                               "prompt_cache_hits": 0}, "dit_forwards": 4})
+    assert distilled == "cache none; attention native; prompt cache hits 0; DiT passes 4"
 
 
 def test_anonymous_callers_see_no_host_pid_model_path_or_jobs(api):
