@@ -284,7 +284,7 @@ def generate(
         finally:
             cache_report = components.caches.end()
         cache_report = _whole_group_report(cache_report, ctx)
-        forwards = dit_forwards(group_calls(components.caches.calls, ctx), cache_report)
+        forwards = dit_forwards(group_calls(components.caches.calls, ctx, guidance=guidance_scale > 1.0), cache_report)
         warnings += distill_cache_warnings(request.sample_solver, cache_report, request.infer_steps)
 
         # 4. Decoding: frames on rank 0 only.

@@ -2,9 +2,10 @@
 
 Counted from the calls the loop made (StepCaches.position is called before every DiT call), per
 pass ("cond", "uncond"), over the whole daemon group: the ranks of a sequence-parallel group run
-one pass together, so it counts once. Under CFG parallel each half holds its own pass's count,
-so the halves' counts are united; without guidance both halves run the same conditional pass
-(the second half's copy is redundant work, see README "Fast generation"), counted once.
+one pass together, so it counts once. Under CFG parallel each half runs its own pass at every
+step, so the group ran both; without guidance both halves run the same conditional pass (the
+second half's copy is redundant work, see README "Fast generation"), counted once. No
+collective is needed (one would also add to the denoising traffic the parity tests measure).
 A pass the adaptive cache (dbcache) cut short after its first blocks reused the rest of the
 DiT: it is counted out. The attention cache skips self-attention inside every block but runs
 every pass, so it does not change the count.
@@ -15,22 +16,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from inference.parallel.context import ParallelContext
 
 
-def group_calls(calls: dict[str, int], ctx: ParallelContext) -> dict[str, int]:
-    """Every pass's calls over the group (one collective under CFG parallel, none otherwise)."""
-    if not ctx.distributed or ctx.topology.cfg_size == 1:
+def group_calls(calls: dict[str, int], ctx: ParallelContext, *, guidance: bool) -> dict[str, int]:
+    """Every pass's calls over the group, without a collective: under CFG parallel with guidance
+    this rank saw only its half's pass, and the other half ran the other pass at the very same
+    steps (the pair swaps its predictions at every step, inference.parallel.cfg)."""
+    if ctx.topology.cfg_size == 1 or not guidance:
         return dict(calls)
-    everyone: list[Any] = [None] * ctx.topology.world_size
-    torch.distributed.all_gather_object(everyone, dict(calls), group=ctx.control_group)
-    united: dict[str, int] = {}
-    for rank_calls in everyone:
-        for pass_name, count in rank_calls.items():
-            united.setdefault(pass_name, count)
-    return united
+    ran = sum(calls.values())  # this half's one pass, once per step
+    return {"cond": ran, "uncond": ran}
 
 
 def dit_forwards(calls: dict[str, int], cache_report: dict[str, Any]) -> int:
