@@ -177,17 +177,6 @@ def test_without_wait_prints_only_the_request_id(fake_api, png, capsys):
     assert fake_api.called("GET", f"/video/{RID}") == []
 
 
-def test_the_distilled_sampler_is_sent_as_chosen(fake_api, png):
-    fake_api.script("POST", "/video/submit", (202, {"requestId": RID}, {}))
-
-    assert submit_video(fake_api, *job_args(png), "--solver", "distill") == 0
-
-    (call,) = fake_api.called("POST", "/video/submit")
-    meta = {"CONTENT_TYPE": call.headers["Content-Type"], "CONTENT_LENGTH": str(len(call.body))}
-    form, _ = MultiPartParser(meta, io.BytesIO(call.body), [MemoryFileUploadHandler()], "utf-8").parse()
-    assert (form["sample_solver"], form["infer_steps"]) == ("distill", "4")
-
-
 def test_wait_shows_queue_place_then_phase_and_steps_moving_and_downloads(fake_api, png, tmp_path, capsys):
     fake_api.script("POST", "/video/submit", (202, {"requestId": RID}, {}))
     fake_api.script("GET", f"/video/{RID}",
