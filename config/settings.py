@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded_db, env
 from config.logging import LOG_FORMATS
+from videojobs.params import SAMPLE_SOLVERS, SOLVER_DEFAULT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.string("VAR_DIR", str(BASE_DIR / "var")))
@@ -144,6 +145,9 @@ RETRY_AFTER_SECONDS = env.integer("RETRY_AFTER_SECONDS", 30, minimum=1)
 EXTRA_IMAGE_SIZES = env.image_sizes("EXTRA_IMAGE_SIZES")
 # The OpenAI-compatible API (/v1): the id of the served model (GET /v1/models, a create's `model`).
 OPENAI_MODEL_ID = env.model_id("OPENAI_MODEL_ID", "wan2.1-i2v-14b-720p")
+# The sampler a request gets when it names none ("distill" serves the 4-step distilled model by
+# default; a request that sends the original contract's 20-100 infer_steps still gets unipc).
+DEFAULT_SAMPLE_SOLVER = env.choice("DEFAULT_SAMPLE_SOLVER", SOLVER_DEFAULT, SAMPLE_SOLVERS)
 
 # --- input images ---------------------------------------------------------------------
 IMAGE_URL_ALLOWED_NETWORKS = env.networks("IMAGE_URL_ALLOWED_NETWORKS")

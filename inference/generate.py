@@ -32,10 +32,17 @@ from inference.parallel.topology import sequence_split_error
 from inference.parallel.vae import SPATIAL_STRIDE, Strips
 from inference.pipeline.components import WanComponents
 from inference.pipeline.decode import decode_frames
+from inference.pipeline.cost import dit_forwards, group_calls
 from inference.pipeline.denoise import denoise, initial_noise
+from inference.pipeline.distill import (
+    StepDistillScheduler,
+    denoising_step_list,
+    distill_cache_warnings,
+    distill_guidance,
+)
 from inference.pipeline.encode import TEMPORAL_STRIDE, Embeddings, condition_latents, encode_image, encode_texts
 from inference.pipeline.schedule import WanDPMSolverScheduler, WanUniPCScheduler
-from videojobs.params import ASPECT_DEFAULT, ASPECT_MODES, DEFAULT_NEGATIVE_PROMPT, SAMPLE_SOLVERS
+from videojobs.params import ASPECT_DEFAULT, ASPECT_MODES, DEFAULT_NEGATIVE_PROMPT, DISTILL_SOLVER, SAMPLE_SOLVERS
 
 # Spatial size must split into whole 2x2 patches of 8x-downsampled latents.
 SIZE_MULTIPLE = 16
@@ -69,6 +76,7 @@ class GenerationResult:
     # What was skipped and how: the step cache's report, the attention backend, prompt-cache hits.
     acceleration: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    dit_forwards: int = 0  # the DiT forward passes that ran, over the whole group (inference.pipeline.cost)
 
 
 def _ignore(*_args: Any) -> None:
@@ -111,6 +119,8 @@ def validate_request(request: GenerationRequest) -> None:
         raise ValueError(f"seed must be in [0, 2**64 - 1], got {request.seed}")
     if request.sample_solver not in SAMPLE_SOLVERS:
         raise ValueError(f"sample_solver must be one of {', '.join(SAMPLE_SOLVERS)}, got {request.sample_solver!r}")
+    if request.sample_solver == DISTILL_SOLVER:
+        denoising_step_list(request.infer_steps)  # raises ValueError outside 1-8 steps
     if not np.isfinite(request.sample_shift) or request.sample_shift <= 0:
         raise ValueError(f"sample_shift must be a finite number > 0, got {request.sample_shift}")
     if request.aspect not in ASPECT_MODES:
@@ -183,6 +193,10 @@ def make_scheduler(base_config: Mapping[str, Any], solver: str, shift: float) ->
         # Ours, not Wan's (Wan2.1 ships UniPC and DPM++ only): diffusers' flow Euler with the
         # same shift formula, its sigmas spaced from 1 down to about 1/1000 before the shift.
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=shift)
+    if solver == DISTILL_SOLVER:
+        # LightX2V's step-distill semantics (inference/pipeline/distill.py): a step list, shifted
+        # sigmas, Euler; the caller runs it without guidance.
+        return StepDistillScheduler(shift=shift, num_train_timesteps=num_train_timesteps)
     raise ValueError(f"unknown sample solver {solver!r}; allowed values: {', '.join(SAMPLE_SOLVERS)}")
 
 
@@ -245,6 +259,8 @@ def generate(
     check_fits_topology(request, components, ctx)
     condition_image = prepare_condition_image(request.image, request.width, request.height, aspect=request.aspect)
     scheduler = make_scheduler(components.scheduler_config, request.sample_solver, request.sample_shift)
+    # The distilled sampler runs without guidance: one DiT pass per step, a warning if one was asked.
+    guidance_scale, warnings = distill_guidance(request.sample_solver, request.guidance_scale)
     strips = None
     if ctx.topology.vae_parallel:
         strips = Strips.split(request.height // SPATIAL_STRIDE, ctx.meshes.flat.get_group())
@@ -252,7 +268,7 @@ def generate(
 
     # 2. Encoding: the prompts (the negative one only under guidance), the image, the condition.
     def encode() -> tuple[Embeddings, torch.Tensor]:
-        use_cfg = request.guidance_scale > 1.0
+        use_cfg = guidance_scale > 1.0
         texts = [request.prompt, _negative_text(request)] if use_cfg else [request.prompt]
         text = encode_texts(components, texts, ctx)
         embeddings = Embeddings(prompt=text[0], negative=text[1] if use_cfg else None,
@@ -271,15 +287,17 @@ def generate(
             shape = latent_shape(request, components.vae.config.z_dim)
             noise = initial_noise(request.seed, shape, ctx.device.torch_device)
             return denoise(components, scheduler, latents=noise, condition=condition, embeddings=embeddings,
-                           guidance_scale=request.guidance_scale, steps=request.infer_steps, ctx=ctx,
+                           guidance_scale=guidance_scale, steps=request.infer_steps, ctx=ctx,
                            on_step=hooks.step)
 
-        warnings = components.caches.begin(request.cache, request.infer_steps, guidance=request.guidance_scale > 1.0)
+        warnings += components.caches.begin(request.cache, request.infer_steps, guidance=guidance_scale > 1.0)
         try:
             latents = _timed(timings, "denoising", ctx, hooks, run_loop)
         finally:
             cache_report = components.caches.end()
         cache_report = _whole_group_report(cache_report, ctx)
+        forwards = dit_forwards(group_calls(components.caches.calls, ctx, guidance=guidance_scale > 1.0), cache_report)
+        warnings += distill_cache_warnings(request.sample_solver, cache_report, request.infer_steps)
 
         # 4. Decoding: frames on rank 0 only.
         def decode() -> np.ndarray | None:
@@ -288,4 +306,5 @@ def generate(
         frames = _timed(timings, "decoding", ctx, hooks, decode)
     acceleration = {"cache": cache_report, "attention_backend": components.attention_backend,
                     "prompt_cache_hits": hits, "quantization": components.quantization}
-    return GenerationResult(frames=frames, timings=timings, acceleration=acceleration, warnings=warnings)
+    return GenerationResult(frames=frames, timings=timings, acceleration=acceleration, warnings=warnings,
+                            dit_forwards=forwards)

@@ -72,6 +72,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=9)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--solver", default="unipc", choices=P.SAMPLE_SOLVERS)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--count-bytes", action="store_true", help="count bytes handed to collectives per step")
     parser.add_argument("--cache-method", default="none", choices=P.CACHE_METHODS)
@@ -97,7 +98,7 @@ def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runt
     job = GenerationRequest(
         prompt="a cat walks across a sunny garden", negative_prompt=None, image=sample_image(args.width, args.height),
         width=args.width, height=args.height, num_frames=args.frames, guidance_scale=args.guidance,
-        infer_steps=args.steps, seed=args.seed, sample_solver="unipc", sample_shift=5.0,
+        infer_steps=args.steps, seed=args.seed, sample_solver=args.solver, sample_shift=5.0,
         cache=CacheRequest(method=args.cache_method, start_step=args.cache_start, interval=args.cache_interval,
                            end_step=args.cache_end, threshold=args.cache_threshold),
     )
@@ -117,9 +118,9 @@ def run_case(name: str, request: TopologyRequest, args: argparse.Namespace, runt
         args.out.mkdir(parents=True, exist_ok=True)
         np.save(args.out / f"{name}.npy", result.frames)
         report = {"case": name, "topology": topology.as_dict(), "timings": result.timings, "ranks": everyone,
-                  "acceleration": result.acceleration,
+                  "acceleration": result.acceleration, "dit_forwards": result.dit_forwards, "warnings": result.warnings,
                   "request": {"width": args.width, "height": args.height, "frames": args.frames, "steps": args.steps,
-                              "guidance": args.guidance}}
+                              "guidance": args.guidance, "solver": args.solver}}
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
     return mine
 

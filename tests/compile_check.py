@@ -3,7 +3,7 @@
     python tests/compile_check.py CKPT [DIT_QUANT]  -> one JSON line
 
 Loads the components eagerly and compiled (warmed up for 64x64, 5 frames), runs the same jobs
-on both (plain and with the attention cache) and reports the frames' difference and whether
+on both (plain, with the attention cache, and a 4-step distilled job) and reports the frames' difference and whether
 any job compiled anything after the warm-up.
 """
 from __future__ import annotations
@@ -36,6 +36,8 @@ def main() -> None:
                               height=64, num_frames=5, guidance_scale=4.0, infer_steps=6, seed=1,
                               sample_solver="unipc", sample_shift=5.0)
     cached = dataclasses.replace(plain, cache=CacheRequest(method="attention", start_step=1, interval=2, end_step=5))
+    # The 4-step distilled sampler: float timesteps, one pass per step, through the same blocks.
+    distilled = dataclasses.replace(plain, sample_solver="distill", infer_steps=4, guidance_scale=1.0)
     eager = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device, dit_quant=quant), ctx)
     started = time.perf_counter()
     compiled = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device, compile_shapes=[(64, 64, 5)],
@@ -43,7 +45,7 @@ def main() -> None:
     warmup = time.perf_counter() - started
     frames_after_warmup = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     differences = []
-    for request in (plain, cached, plain):
+    for request in (plain, cached, distilled, plain):
         ours, theirs = generate(compiled, request, ctx=ctx).frames, generate(eager, request, ctx=ctx).frames
         differences.append(np.abs(ours.astype(np.int16) - theirs.astype(np.int16)))
     print(json.dumps({

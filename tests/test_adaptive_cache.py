@@ -64,3 +64,10 @@ def test_jobs_after_a_cached_or_stopped_cached_job_are_untouched(tiny_components
 def test_without_guidance_only_the_conditional_pass_is_reported(tiny_components: WanComponents) -> None:
     cached = _run(tiny_components, dataclasses.replace(_dbcache(0.5), guidance_scale=1.0))
     assert set(cached.acceleration["cache"]["cached_steps"]) == {"cond"}
+
+
+def test_passes_the_cache_cut_short_are_counted_out_of_dit_forwards(tiny_components: WanComponents) -> None:
+    assert _run(tiny_components, PLAIN).dit_forwards == 24  # 12 steps, two passes each
+    cached = _run(tiny_components, _dbcache(0.5))
+    skipped = cached.acceleration["cache"]["cached_steps"]
+    assert cached.dit_forwards == 24 - skipped["cond"] - skipped["uncond"] < 24

@@ -153,6 +153,22 @@ def test_metrics_count_what_the_caches_reused(api):
     assert samples[("videogen_blocks_skipped", (("pass", "cond"),))] == 160
 
 
+def test_metrics_count_jobs_by_sampler_and_the_dit_passes_they_ran(api):
+    from videojobs.models import VideoJob
+
+    for solver, forwards, status in (("distill", 4, "Succeed"), ("distill", 8, "Succeed"), ("unipc", 40, "Succeed"),
+                                     ("unipc", 60, "Failed")):
+        job = make_job(params={"image_size": "64*64", "num_frames": 25, "infer_steps": 20, "sample_solver": solver})
+        VideoJob.objects.filter(pk=job.pk).update(status=status, result={
+            "acceleration": {"cache": {"method": "none"}}, "dit_forwards": forwards})
+    stats = api.get("/metrics").json()["acceleration"]
+    assert stats["jobs_by_sample_solver"] == {"distill": 2, "unipc": 1}  # succeeded jobs only
+    assert stats["dit_forwards"] == 4 + 8 + 40
+    samples = _prometheus_samples(api.get("/metrics?format=prometheus").content.decode())
+    assert samples[("videogen_jobs_by_sample_solver", (("solver", "distill"),))] == 2
+    assert samples[("videogen_dit_forwards", ())] == 52
+
+
 def test_the_admin_line_says_which_cache_ran_and_what_it_reused():
     from videojobs.selectors import acceleration_summary
 
@@ -162,6 +178,9 @@ def test_the_admin_line_says_which_cache_ran_and_what_it_reused():
     assert line == ("cache attention; 19 steps/pass reused (cond 760, uncond 760 attention outputs); "
                     "attention _native_cudnn; prompt cache hits 1")
     assert acceleration_summary(result={}) == "-"
+    distilled = acceleration_summary(result={"acceleration": {"cache": {"method": "none"}, "attention_backend": "native",
+                                                               "prompt_cache_hits": 0}, "dit_forwards": 4})
+    assert distilled == "cache none; attention native; prompt cache hits 0; DiT passes 4"
 
 
 def test_anonymous_callers_see_no_host_pid_model_path_or_jobs(api):

@@ -165,6 +165,21 @@ def test_a_cached_job_reports_what_it_reused(ready_job, tiny_ckpt, tmp_path):  #
     assert cache["method"] == "dbcache" and cache["cached_steps"]["cond"] > 0 and cache["cached_steps"]["uncond"] > 0
 
 
+def test_the_status_reports_the_dit_passes_each_sampler_ran(ready_job, tiny_ckpt, tmp_path):  # noqa: F811
+    cfg = ready_job()  # 20 steps with guidance 3: two passes each
+    distilled = ready_job(sample_solver="distill", infer_steps=4)  # guidance 3 asked: one pass each, a warning
+    log = tmp_path / "daemon.log"
+    with running(daemon_argv(), service_env(tiny_ckpt), log):
+        cfg_done = wait_for(lambda: finished(cfg.pk), timeout=120, what="the CFG job", log=log)
+        distilled_done = wait_for(lambda: finished(distilled.pk), timeout=120, what="the distilled job", log=log)
+    assert cfg_done.status == distilled_done.status == JobStatus.SUCCEED, (cfg_done.reason, distilled_done.reason)
+    cfg_results = selectors.status_document(job=cfg_done)["results"]
+    distilled_results = selectors.status_document(job=distilled_done)["results"]
+    assert (cfg_results["dit_forwards"], distilled_results["dit_forwards"]) == (40, 4)
+    assert any("guidance_scale 3 was not applied" in w for w in distilled_results["warnings"])
+    assert not any("guidance_scale" in w for w in cfg_results["warnings"])
+
+
 def test_cancel_during_the_vae_decode_stops_after_one_chunk(ready_job, settings, tiny_ckpt, tmp_path):  # noqa: F811
     # 201 frames: 51 latent frames to decode, one chunk each; the cancel lands during the first ones.
     job = ready_job(image_size="96*64", num_frames=201, infer_steps=20)

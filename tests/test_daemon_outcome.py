@@ -40,7 +40,7 @@ def complete_through_the_daemon(job: VideoJob) -> VideoJob:
     video = VideoInfo(path=config.output_dir / f"{job.request_id}.mp4", size_bytes=1234, frames=25, fps=16,
                       width=64, height=64, duration_seconds=25 / 16)
     run = JobRun(timings={"denoising": 1.0}, video=video,
-                 report={"acceleration": {"cache": {"method": "none"}}, "warnings": []})
+                 report={"acceleration": {"cache": {"method": "none"}}, "warnings": [], "dit_forwards": 4})
     active = ActiveJob(job_id=claimed.pk, attempt=claimed.attempt, request_id=job.request_id,
                        deadline=time.time() + 600)
     recorder = OutcomeRecorder(config, DatabaseCalls(StopRequests(is_leader=True)), TOPOLOGY)

@@ -52,13 +52,15 @@ def test_the_index_shows_the_form_with_the_api_ranges_and_defaults(client):
     html = client.get("/").content.decode()
     assertInHTML('<input id="id_num_frames" name="num_frames" type="number" value="81" min="25" max="117" step="4">',
                  html)
-    assertInHTML('<input id="id_infer_steps" name="infer_steps" type="number" value="30" min="20" max="100" step="1">',
+    # Steps, guidance and solver default to the preset's (Fast / Quality: tests/test_page_presets.py).
+    assertInHTML('<input id="id_infer_steps" name="infer_steps" type="number" value="" min="1" max="100" step="1">',
                  html)
-    assertInHTML('<input id="id_guidance_scale" name="guidance_scale" type="number" value="3.0" min="1.0" max="20.0"'
+    assertInHTML('<input id="id_guidance_scale" name="guidance_scale" type="number" value="" min="1.0" max="20.0"'
                  ' step="any">', html)
     assertInHTML('<option value="1280*720" selected>1280*720</option>', html)
     assertInHTML('<option value="64*64">64*64</option>', html)  # EXTRA_IMAGE_SIZES, as the API accepts
-    assertInHTML('<option value="unipc" selected>unipc</option>', html)
+    assertInHTML('<option value="" selected>the preset&#x27;s</option>', html)
+    assertInHTML('<option value="unipc">unipc</option>', html)
     assert 'enctype="multipart/form-data"' in html and 'name="image" type="file"' in html
     # The advanced inputs sit in a closed <details> below the main ones.
     details = html[html.index("<details"):html.index("</details>")]

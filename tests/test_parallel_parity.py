@@ -199,3 +199,13 @@ def test_the_adaptive_cache_with_fsdp_decides_jointly_and_does_not_hang(frames: 
     report = _cache_report(frames, "dbcache_all_switches")
     assert report["cached_step_numbers"]["cond"] == report["cached_step_numbers"]["uncond"]
     assert report["cached_steps"]["cond"] > 0
+
+
+@pytest.mark.parametrize("name", list(CASES_2) + list(CASES_4))
+def test_every_topology_reports_the_dit_passes_of_one_process(frames: Path, name: str) -> None:
+    # 3 steps: two passes each with guidance, one without, whichever ranks ran them (under CFG
+    # parallel each half ran one pass of each step; without guidance both ran the same one).
+    import json
+
+    report = json.loads((frames / f"{name}.json").read_text())
+    assert report["dit_forwards"] == (6 if report["request"]["guidance"] > 1 else 3)

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import math
 
-SAMPLE_SOLVERS: tuple[str, ...] = ("unipc", "dpm++", "euler")
+SAMPLE_SOLVERS: tuple[str, ...] = ("unipc", "dpm++", "euler", "distill")
+# The step-distilled sampler (LightX2V's step- and CFG-distilled Wan2.1): a few Euler steps on
+# a fixed denoising step list, one DiT pass each, no classifier-free guidance. It needs a
+# distilled model (the full distilled checkpoint, or the 4-step distill LoRA on the base).
+DISTILL_SOLVER = "distill"
 
 # The sizes Wan2.1-I2V-14B-720P was trained for ("WIDTH*HEIGHT", as in the original API).
 SUPPORTED_IMAGE_SIZES: tuple[str, ...] = ("1280*720", "720*1280", "832*480", "480*832")
@@ -18,6 +22,7 @@ NEGATIVE_PROMPT_MAX_CHARS = 500
 NUM_FRAMES_MIN, NUM_FRAMES_MAX, NUM_FRAMES_DEFAULT = 24, 120, 81
 GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_DEFAULT = 1.0, 20.0, 3.0
 STEPS_MIN, STEPS_MAX, STEPS_DEFAULT = 20, 100, 30
+DISTILL_STEPS_MIN, DISTILL_STEPS_MAX, DISTILL_STEPS_DEFAULT = 1, 8, 4
 SEED_MIN, SEED_MAX = 0, 2147483647
 SHIFT_MIN, SHIFT_MAX, SHIFT_DEFAULT = 0.0, 20.0, 5.0
 # The official wan/generate.py samples 480p (832*480, 480*832) with shift 3.0 and 720p with the
@@ -94,6 +99,13 @@ def output_size(*, image_size: str, aspect: str, image_width: int, image_height:
 def format_size(width: int, height: int) -> str:
     """(1280, 720) -> "1280*720", the API's spelling of a size."""
     return f"{width}*{height}"
+
+
+def steps_range(solver: str) -> tuple[int, int, int]:
+    """(min, max, default) infer_steps for a sampler: 1-8 (4) for distill, else the original 20-100 (30)."""
+    if solver == DISTILL_SOLVER:
+        return DISTILL_STEPS_MIN, DISTILL_STEPS_MAX, DISTILL_STEPS_DEFAULT
+    return STEPS_MIN, STEPS_MAX, STEPS_DEFAULT
 
 
 def is_valid_num_frames(n: int) -> bool:

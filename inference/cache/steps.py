@@ -42,10 +42,12 @@ class StepCaches:
         self.attention = AttentionCache.install(transformer)
         self.adaptive = adaptive  # inference.cache.adaptive.AdaptiveCache, when available
         self.request = CacheRequest()
+        self.calls: dict[str, int] = {}  # this job's DiT calls on this rank, per pass
 
     def begin(self, request: CacheRequest, steps: int, *, guidance: bool) -> list[str]:
         """Start a job; returns the warnings for its status document."""
         self.request = request
+        self.calls = {}
         plan = None
         if request.method == "attention":
             plan = AttentionCachePlan(start_step=request.start_step, interval=request.interval,
@@ -59,6 +61,7 @@ class StepCaches:
 
     def position(self, step: int, pass_name: str) -> None:
         # The adaptive cache counts the transformer's calls itself.
+        self.calls[pass_name] = self.calls.get(pass_name, 0) + 1
         self.attention.position(step, pass_name)
 
     def end(self) -> dict[str, Any]:

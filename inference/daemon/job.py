@@ -172,7 +172,8 @@ class JobRunner:
             request = _generation_request(message)
             result = generate(self.components, request, ctx=self.ctx, hooks=self.gate.hooks(active))
             run.timings.update(result.timings)
-            run.report = {"acceleration": result.acceleration, "warnings": result.warnings}
+            run.report = {"acceleration": result.acceleration, "warnings": result.warnings,
+                          "dit_forwards": result.dit_forwards}
             if self.runtime.is_leader:
                 self.gate.report_phase(active, "saving")
                 started = time.perf_counter()

@@ -85,6 +85,7 @@ class OutcomeRecorder:
             "seed": message["seed"],
             "topology": topology,
             "acceleration": run.report["acceleration"],
+            "dit_forwards": run.report["dit_forwards"],  # the DiT passes that ran (inference.pipeline.cost)
             "warnings": topology_warnings(message["params"], topology) + run.report["warnings"],
         }
         # The outcome is written even if the database is away for a while (fenced: a rescue

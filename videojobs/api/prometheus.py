@@ -104,6 +104,10 @@ class VideogenCollector(Collector):
                      stats["blocks_skipped"], "pass")
         yield _gauge("videogen_prompt_cache_hits", "Prompt embeddings served without the text encoder.",
                      stats["prompt_cache_hits"])
+        yield _gauge("videogen_jobs_by_sample_solver", "Succeeded jobs by the sampler they ran with.",
+                     stats["jobs_by_sample_solver"], "solver")
+        yield _gauge("videogen_dit_forwards", "DiT forward passes the succeeded jobs ran (cache skips counted out).",
+                     stats["dit_forwards"])
 
     def _job_histograms(self) -> Iterable[Metric]:
         # The kept jobs' series plus what the history sweep carried over from the deleted ones.

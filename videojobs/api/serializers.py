@@ -94,8 +94,16 @@ class SubmitSerializer(serializers.Serializer):
                   'own rule, sides in multiples of 16); the status document\'s "size" says which size runs',
     )
     num_frames = StrictIntegerField(default=P.NUM_FRAMES_DEFAULT)
-    guidance_scale = StrictFloatField(default=P.GUIDANCE_DEFAULT, min_value=P.GUIDANCE_MIN, max_value=P.GUIDANCE_MAX)
-    infer_steps = StrictIntegerField(default=P.STEPS_DEFAULT, min_value=P.STEPS_MIN, max_value=P.STEPS_MAX)
+    guidance_scale = StrictFloatField(
+        required=False, min_value=P.GUIDANCE_MIN, max_value=P.GUIDANCE_MAX,
+        help_text=f"classifier-free guidance; default {P.GUIDANCE_DEFAULT:g}, or 1 (none) with sample_solver distill, "
+                  "which never applies guidance (a value above 1 with distill gets a warning in the status)",
+    )
+    infer_steps = StrictIntegerField(
+        required=False, min_value=P.DISTILL_STEPS_MIN, max_value=P.STEPS_MAX,
+        help_text=f"denoising steps: {P.STEPS_MIN}-{P.STEPS_MAX} (default {P.STEPS_DEFAULT}) for unipc, dpm++ and "
+                  f"euler; {P.DISTILL_STEPS_MIN}-{P.DISTILL_STEPS_MAX} (default {P.DISTILL_STEPS_DEFAULT}) for distill",
+    )
     seed = StrictIntegerField(default=None, allow_null=True, min_value=P.SEED_MIN, max_value=P.SEED_MAX)
     negative_prompt = StrictCharField(
         default=None, allow_null=True, allow_blank=True, max_length=P.NEGATIVE_PROMPT_MAX_CHARS
@@ -118,7 +126,12 @@ class SubmitSerializer(serializers.Serializer):
     cache_threshold = StrictFloatField(
         default=P.CACHE_THRESHOLD_DEFAULT, min_value=P.CACHE_THRESHOLD_MIN, max_value=P.CACHE_THRESHOLD_MAX
     )
-    sample_solver = StrictChoiceField(choices=P.SAMPLE_SOLVERS, default=P.SOLVER_DEFAULT)
+    sample_solver = StrictChoiceField(
+        choices=P.SAMPLE_SOLVERS, required=False,
+        help_text="the sampler; when left out, the server's DEFAULT_SAMPLE_SOLVER (unipc unless the operator chose "
+                  "otherwise; with distill as the default, a request that sends 20-100 infer_steps gets unipc). "
+                  "distill: the step-distilled sampler (a distilled model; one DiT pass per step, no guidance)",
+    )
     sample_shift = StrictFloatField(
         required=False, min_value=P.SHIFT_MIN, max_value=P.SHIFT_MAX,
         help_text="flow shift; when left out, the official value for image_size: 3.0 at or below "
@@ -175,6 +188,9 @@ class SubmitSerializer(serializers.Serializer):
             )
         attrs["cache_method"] = method or ("attention" if attrs["use_attentioncache"] else "none")
         attrs.setdefault("sample_shift", P.default_shift(attrs["image_size"]))
+        attrs["sample_solver"], attrs["infer_steps"] = _solver_and_steps(attrs.get("sample_solver"),
+                                                                         attrs.get("infer_steps"))
+        attrs.setdefault("guidance_scale", 1.0 if attrs["sample_solver"] == P.DISTILL_SOLVER else P.GUIDANCE_DEFAULT)
         if attrs["cache_method"] == "attention" and attrs["start_step"] >= attrs["end_step"]:
             raise serializers.ValidationError(
                 {"start_step": f"must be less than end_step ({attrs['end_step']}), got {attrs['start_step']}"}
@@ -187,6 +203,25 @@ class SubmitJSONSerializer(SubmitSerializer):
     multipart/form-data body)."""
 
     image = None
+
+
+def _solver_and_steps(solver: str | None, steps: int | None) -> tuple[str, int]:
+    """The sampler (the server's default when none was sent) and infer_steps within its range
+    (its default when none was sent). Under DEFAULT_SAMPLE_SOLVER=distill a request that names no
+    sampler but sends the original contract's 20-100 steps gets the original sampler."""
+    if solver is None:
+        solver = settings.DEFAULT_SAMPLE_SOLVER
+        if solver == P.DISTILL_SOLVER and steps is not None and steps > P.DISTILL_STEPS_MAX:
+            solver = P.SOLVER_DEFAULT
+    low, high, default = P.steps_range(solver)
+    if steps is None:
+        return solver, default
+    if not low <= steps <= high:
+        other = (f"sample_solver distill takes {P.DISTILL_STEPS_MIN}-{P.DISTILL_STEPS_MAX}" if solver != P.DISTILL_SOLVER
+                 else f"the other samplers take {P.STEPS_MIN}-{P.STEPS_MAX}")
+        raise serializers.ValidationError(
+            {"infer_steps": f"must be between {low} and {high} for sample_solver {solver} (got {steps}); {other}"})
+    return solver, steps
 
 
 def _http_url(value: str) -> str:
@@ -264,7 +299,8 @@ class StatusResponseSerializer(serializers.Serializer):
     results = serializers.DictField(allow_null=True, help_text=(
         "Once the job succeeded: video_url (the download) and video_path (the original contract's field: the video "
         "relative to the server's output folder, never a server path), then what ran (frames, fps, resolution, "
-        "seed, topology, acceleration, warnings, timings). A job that stopped or failed keeps what ran."))
+        "seed, topology, acceleration, dit_forwards: the DiT forward passes that ran, warnings, timings). A job that "
+        "stopped or failed keeps what ran."))
     queue_position = serializers.IntegerField(allow_null=True)
     progress = serializers.FloatField()
     phase = serializers.CharField()

@@ -133,7 +133,7 @@ def eta_seconds(*, job: VideoJob) -> float | None:
 
 
 def acceleration_summary(*, result: dict[str, Any] | None) -> str:
-    """One line for the admin: the cache that ran, what it reused, the attention backend."""
+    """One line for the admin: the cache that ran, what it reused, the attention backend, the DiT passes."""
     acceleration = (result or {}).get("acceleration")
     if not acceleration:
         return "-"
@@ -149,6 +149,8 @@ def acceleration_summary(*, result: dict[str, Any] | None) -> str:
         parts.append(f"steps reused per pass: {reused} (blocks skipped: {skipped})")
     parts.append(f"attention {acceleration.get('attention_backend', '?')}")
     parts.append(f"prompt cache hits {acceleration.get('prompt_cache_hits', 0)}")
+    if "dit_forwards" in result:  # jobs that ran before it was counted have none
+        parts.append(f"DiT passes {result['dit_forwards']}")
     return "; ".join(parts)
 
 

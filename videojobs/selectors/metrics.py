@@ -39,7 +39,8 @@ def pending_webhook_deliveries() -> dict[str, int]:
 
 
 def acceleration_stats() -> dict[str, Any]:
-    """Finished jobs by cache method and attention backend, and what they reused, for /metrics."""
+    """Finished jobs by cache method, attention backend and sampler, what they reused, and the DiT
+    forward passes they ran (result.dit_forwards), for /metrics."""
     succeeded = VideoJob.objects.filter(status=JobStatus.SUCCEED, result__has_key="acceleration")
     by_method = {
         row["method"]: row["n"]
@@ -49,12 +50,18 @@ def acceleration_stats() -> dict[str, Any]:
         row["backend"]: row["n"]
         for row in succeeded.values(backend=KT("result__acceleration__attention_backend")).annotate(n=Count("id"))
     }
+    # The sampler that ran (the job's parameters say it: the serializer always fills sample_solver).
+    by_solver = {
+        row["solver"]: row["n"]
+        for row in succeeded.values(solver=KT("params__sample_solver")).annotate(n=Count("id")).order_by()
+    }
 
     # Every total in one aggregate query.
     paths = {
         **{f"reused_{p}": f"result__acceleration__cache__reused__{p}" for p in ("cond", "uncond")},
         **{f"skipped_{p}": f"result__acceleration__cache__skipped_blocks__{p}" for p in ("cond", "uncond")},
         "prompt_cache_hits": "result__acceleration__prompt_cache_hits",
+        "dit_forwards": "result__dit_forwards",
     }
     totals = succeeded.aggregate(**{name: Coalesce(Sum(Cast(KT(path), IntegerField())), 0)
                                     for name, path in paths.items()})
@@ -64,6 +71,8 @@ def acceleration_stats() -> dict[str, Any]:
         "attention_outputs_reused": {p: int(totals[f"reused_{p}"]) for p in ("cond", "uncond")},
         "blocks_skipped": {p: int(totals[f"skipped_{p}"]) for p in ("cond", "uncond")},
         "prompt_cache_hits": int(totals["prompt_cache_hits"]),
+        "jobs_by_sample_solver": by_solver,
+        "dit_forwards": int(totals["dit_forwards"]),
     }
 
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.http import QueryDict
 
 from videojobs import params as P
@@ -31,11 +32,39 @@ class Input:
     max: int | float | None = None
     step: int | float | str | None = None
     choices: tuple[str, ...] = ()
+    choice_labels: tuple[str, ...] = ()  # what each choice reads as (the choice itself when empty)
     hint: str = ""
     advanced: bool = False
     required: bool = False
     minlength: int | None = None
     maxlength: int | None = None
+
+    @property
+    def options(self) -> list[tuple[str, str]]:
+        return list(zip(self.choices, self.choice_labels or self.choices))
+
+
+# The page's presets: "fast" is the 4-step distilled sampler (a distilled model), "quality" the
+# original sampler. A preset fills only what the visitor left empty (solver, steps, guidance).
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"sample_solver": P.DISTILL_SOLVER},
+    "quality": {"sample_solver": P.SOLVER_DEFAULT},
+}
+PRESET_LABELS = {"fast": f"Fast ({P.DISTILL_STEPS_DEFAULT} steps)", "quality": "Quality"}
+
+
+def default_preset() -> str:
+    return "fast" if settings.DEFAULT_SAMPLE_SOLVER == P.DISTILL_SOLVER else "quality"
+
+
+def with_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """The form's data with its preset applied: the preset's sampler unless one was chosen (the
+    steps and guidance then default to that sampler's in the serializer)."""
+    data = dict(data)
+    preset = data.pop("preset", None)
+    for name, value in PRESETS.get(preset, {}).items():
+        data.setdefault(name, value)
+    return data
 
 
 @dataclass
@@ -67,18 +96,25 @@ def inputs() -> list[Input]:
                    "auto: the whole picture, its own aspect ratio at the size's area"),
         Input("num_frames", "Frames", "number", default=P.NUM_FRAMES_DEFAULT, min=first_frames, max=last_frames,
               step=4, hint=f"4k+1, {first_frames}-{last_frames}, default {P.NUM_FRAMES_DEFAULT} (16 fps)"),
-        Input("infer_steps", "Denoising steps", "number", default=P.STEPS_DEFAULT, min=P.STEPS_MIN,
-              max=P.STEPS_MAX, step=1, hint=f"{P.STEPS_MIN}-{P.STEPS_MAX}, default {P.STEPS_DEFAULT}"),
-        Input("guidance_scale", "Guidance scale", "number", default=P.GUIDANCE_DEFAULT, min=P.GUIDANCE_MIN,
+        Input("preset", "Speed", "select", default=default_preset(), choices=tuple(PRESETS),
+              choice_labels=tuple(PRESET_LABELS[name] for name in PRESETS),
+              hint=f"Fast: the distilled sampler, {P.DISTILL_STEPS_DEFAULT} steps without guidance (a distilled "
+                   f"model); Quality: {P.SOLVER_DEFAULT}, {P.STEPS_DEFAULT} steps with guidance"),
+        Input("infer_steps", "Denoising steps", "number", min=P.DISTILL_STEPS_MIN, max=P.STEPS_MAX, step=1,
+              hint=f"empty for the preset's: Quality {P.STEPS_MIN}-{P.STEPS_MAX} (default {P.STEPS_DEFAULT}), "
+                   f"Fast {P.DISTILL_STEPS_MIN}-{P.DISTILL_STEPS_MAX} (default {P.DISTILL_STEPS_DEFAULT})"),
+        Input("guidance_scale", "Guidance scale", "number", min=P.GUIDANCE_MIN,
               max=P.GUIDANCE_MAX, step="any", advanced=True,
-              hint=f"{P.GUIDANCE_MIN:g}-{P.GUIDANCE_MAX:g}, default {P.GUIDANCE_DEFAULT:g}"),
+              hint=f"{P.GUIDANCE_MIN:g}-{P.GUIDANCE_MAX:g}; empty for {P.GUIDANCE_DEFAULT:g} (Quality) or 1 (Fast, "
+                   "which never applies guidance)"),
         Input("sample_shift", "Sample shift", "number", min=P.SHIFT_MIN, max=P.SHIFT_MAX, step="any", advanced=True,
               hint=f"{P.SHIFT_MIN:g}-{P.SHIFT_MAX:g}; empty for the official value: {P.SHIFT_DEFAULT_480P:g} at 480p, "
                    f"{P.SHIFT_DEFAULT:g} at 720p"),
         Input("seed", "Seed", "number", min=P.SEED_MIN, max=P.SEED_MAX, step=1, advanced=True,
               hint=f"{P.SEED_MIN}-{P.SEED_MAX}; empty for a random one"),
-        Input("sample_solver", "Solver", "select", default=P.SOLVER_DEFAULT, choices=P.SAMPLE_SOLVERS,
-              advanced=True, hint=f"default {P.SOLVER_DEFAULT}"),
+        Input("sample_solver", "Solver", "select", default="", choices=("", *P.SAMPLE_SOLVERS),
+              choice_labels=("the preset's", *P.SAMPLE_SOLVERS), advanced=True,
+              hint=f"the preset's: {P.DISTILL_SOLVER} (Fast) or {P.SOLVER_DEFAULT} (Quality)"),
         Input("cache_method", "Step cache", "select", default="none", choices=P.CACHE_METHODS, advanced=True,
               hint="none, the attention cache, or the adaptive block cache (dbcache)"),
         Input("negative_prompt", "Negative prompt", "textarea", maxlength=P.NEGATIVE_PROMPT_MAX_CHARS,

@@ -81,7 +81,8 @@ def index(request: HttpRequest, *, owner: str) -> HttpResponse:
 
 def _submit(request: HttpRequest, *, owner: str) -> VideoJob | tuple[dict[str, list[str]], int]:
     """The job, or the errors by input and the status to answer them with."""
-    serializer = SubmitSerializer(data=form_data(request.POST, request.FILES), context={"multipart": True})
+    data = form.with_preset(form_data(request.POST, request.FILES))
+    serializer = SubmitSerializer(data=data, context={"multipart": True})
     try:
         serializer.is_valid(raise_exception=True)
         return submit_validated(data=dict(serializer.validated_data), owner=owner,

@@ -58,10 +58,12 @@ class Command(BaseCommand):
                          help=f"crop: exactly --size, centre-cropped (default {P.ASPECT_DEFAULT}); "
                               "auto: the whole image, its aspect ratio at --size's area")
         job.add_argument("--frames", type=int, metavar="N", help=f"4k+1, e.g. 81 (default {P.NUM_FRAMES_DEFAULT})")
-        job.add_argument("--steps", type=int, metavar="N", help=f"denoising steps (default {P.STEPS_DEFAULT})")
+        job.add_argument("--steps", type=int, metavar="N", help=f"denoising steps: {P.STEPS_MIN}-{P.STEPS_MAX} (default {P.STEPS_DEFAULT}); "
+                                                                   f"with --solver distill {P.DISTILL_STEPS_MIN}-{P.DISTILL_STEPS_MAX} (default {P.DISTILL_STEPS_DEFAULT})")
         job.add_argument("--seed", type=int, help="default: random (reported in results.seed)")
-        job.add_argument("--guidance", type=float, metavar="SCALE", help=f"default {P.GUIDANCE_DEFAULT}")
-        job.add_argument("--solver", choices=P.SAMPLE_SOLVERS, help=f"default {P.SOLVER_DEFAULT}")
+        job.add_argument("--guidance", type=float, metavar="SCALE", help=f"default {P.GUIDANCE_DEFAULT} (1 with --solver distill)")
+        job.add_argument("--solver", choices=P.SAMPLE_SOLVERS, help=f"default: the server's DEFAULT_SAMPLE_SOLVER ({P.SOLVER_DEFAULT} unless set); "
+                                                                    f"{P.DISTILL_SOLVER}: the 4-step distilled sampler (a distilled model)")
         job.add_argument("--shift", type=float, help=f"sample shift (default: {P.SHIFT_DEFAULT_480P:g} at 480p, {P.SHIFT_DEFAULT:g} at 720p)")
         job.add_argument("--cache-method", choices=P.CACHE_METHODS, help="step cache (default none)")
         job.add_argument("--cache-threshold", type=float, help=f"dbcache threshold (default {P.CACHE_THRESHOLD_DEFAULT})")
