@@ -57,6 +57,7 @@ class GenerationRequest:
     sample_solver: str
     sample_shift: float
     cache: CacheRequest = field(default_factory=CacheRequest)
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (adapter name, scale), applied to the DiT
 
 
 @dataclass
@@ -216,6 +217,17 @@ def _whole_group_report(report: dict[str, Any], ctx: ParallelContext) -> dict[st
     return merge_reports(everyone)
 
 
+def use_loras(components: WanComponents, loras: list[tuple[str, float]]) -> None:
+    """The job's LoRA adapters and scales on the DiT, every other adapter off (ValueError for an
+    adapter this daemon does not hold)."""
+    if components.loras is None:
+        if loras:
+            raise ValueError(f"this daemon holds no LoRA adapters (LORA_DIR is empty); asked for "
+                             f"{', '.join(name for name, _ in loras)}")
+        return
+    components.loras.activate(loras)
+
+
 def _negative_text(request: GenerationRequest) -> str:
     text = request.negative_prompt or ""
     return text if text.strip() else DEFAULT_NEGATIVE_PROMPT
@@ -233,6 +245,7 @@ def generate(
     check_fits_topology(request, components, ctx)
     condition_image = prepare_condition_image(request.image, request.width, request.height)
     scheduler = make_scheduler(components.scheduler_config, request.sample_solver, request.sample_shift)
+    use_loras(components, request.loras)
     strips = None
     if ctx.topology.vae_parallel:
         strips = Strips.split(request.height // SPATIAL_STRIDE, ctx.meshes.flat.get_group())
@@ -275,5 +288,5 @@ def generate(
 
         frames = _timed(timings, "decoding", ctx, hooks, decode)
     acceleration = {"cache": cache_report, "attention_backend": components.attention_backend,
-                    "prompt_cache_hits": hits}
+                    "prompt_cache_hits": hits, "loras": [{"name": name, "scale": scale} for name, scale in request.loras]}
     return GenerationResult(frames=frames, timings=timings, acceleration=acceleration, warnings=warnings)
