@@ -192,6 +192,10 @@ ATTENTION_BACKEND = env.string("ATTENTION_BACKEND", "auto")
 COMPILE = env.boolean("COMPILE", False)
 COMPILE_WARMUP = env.shapes("COMPILE_WARMUP", ["1280*720x81"])
 PROMPT_CACHE_SIZE = env.integer("PROMPT_CACHE_SIZE", 32, minimum=0, maximum=100_000)
+# LoRA adapters: every *.safetensors file in LORA_DIR is loaded by every daemon rank at start;
+# DEFAULT_LORAS ("name:scale,...") applies to every job that sends no `loras` of its own.
+LORA_DIR = Path(env.string("LORA_DIR", str(VAR_DIR / "loras")))
+DEFAULT_LORAS = env.loras("DEFAULT_LORAS")
 INFERENCE_NPROC = env.integer("INFERENCE_NPROC", 1, minimum=1, maximum=64)
 # One daemon group across several hosts (torchrun --nnodes): every host runs the supervisor
 # (or torchrun) with the same NNODES, MASTER_ADDR and MASTER_PORT and its own NODE_RANK.

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
+from videojobs.params import LORA_NAME_PATTERN
+
 logger = logging.getLogger(__name__)
 
 # A name travels in requests and URLs: letters, digits, '.', '_', '-' (no path separators).
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_PATTERN = re.compile(LORA_NAME_PATTERN)
 FORMATS: tuple[str, ...] = ("wan", "peft", "kohya")
 SHA256_SHORT = 12  # hex characters shown of each file's sha256
 

@@ -17,6 +17,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from inference.lora.files import AdapterFile
+from inference.parallel.fsdp import local_rows
 
 LORA_MARK = "lora_"  # in the name of every adapter parameter (lora_A, lora_B); never in a base one
 
@@ -74,8 +75,6 @@ def _state_dict_key(parameter: str, ident: str) -> str | None:
 def fill_rows(transformer: torch.nn.Module, adapters: list[AdapterFile], ids: list[str]) -> None:
     """After a sharded load: every rank copies its rows of each adapter matrix (FSDP2 shards dim 0
     as torch.chunk does); unsharded matrices are copied whole. KeyError for a matrix with no source."""
-    from inference.parallel.fsdp import local_rows
-
     for adapter, ident in zip(adapters, ids):
         for name, param in transformer.named_parameters():
             key = _state_dict_key(name, ident)
