@@ -315,6 +315,8 @@ class StatusResponseSerializer(serializers.Serializer):
     max_attempts = serializers.IntegerField()
     cancel_requested = serializers.BooleanField()
     parameters = serializers.DictField()
+    loras = LoraChoiceSerializer(many=True, help_text="the LoRA adapters the job runs with (its own choice or the "
+                                                      "server's DEFAULT_LORAS), with their scales")
     created_at = serializers.FloatField()
     updated_at = serializers.FloatField()
     started_at = serializers.FloatField(allow_null=True)

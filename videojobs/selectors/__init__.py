@@ -24,6 +24,7 @@ from videojobs.selectors.jobs import (
     video_url_for,
     webhook_document,
 )
+from videojobs.selectors.loras import available_lora_names, held_lora_names, jobs_by_lora, lora_catalog
 from videojobs.selectors.metrics import (
     FRAME_BUCKETS,
     INFER_STEP_BUCKETS,

@@ -198,6 +198,7 @@ def status_document(*, job: VideoJob) -> dict[str, Any]:
         "max_attempts": job.max_attempts,
         "cancel_requested": job.cancel_requested_at is not None,
         "parameters": job.params,
+        "loras": job.params.get("loras", []),
         "created_at": _epoch(job.created_at),
         "updated_at": _epoch(job.updated_at),
         "started_at": _epoch(job.started_at),

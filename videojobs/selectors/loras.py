@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connection
+
 from videojobs.models import InferenceWorker, WorkerState
 
 # Workers whose adapters count: starting, idle or busy (a restarting daemon keeps its row's list
@@ -38,3 +40,15 @@ def held_lora_names(*, worker: str) -> list[str]:
     """The adapters one worker's row says it holds."""
     held = InferenceWorker.objects.filter(name=worker).values_list("loras", flat=True).first()
     return sorted(entry["name"] for entry in held or [])
+
+
+def jobs_by_lora() -> dict[str, int]:
+    """Kept jobs (any status) by the LoRA adapters they ran with: one count per adapter a job
+    named, and "none" for the jobs without any."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COALESCE(chosen ->> 'name', 'none'), COUNT(*) FROM videojobs_videojob "
+            "LEFT JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(params -> 'loras') = 'array' "
+            "THEN params -> 'loras' ELSE '[]'::jsonb END) AS chosen ON TRUE GROUP BY 1 ORDER BY 1"
+        )
+        return {name: count for name, count in cursor.fetchall()}
