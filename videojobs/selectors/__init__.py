@@ -60,6 +60,11 @@ from videojobs.selectors.workers import (
 )
 
 __all__ = [
+    # loras
+    "available_lora_names",
+    "held_lora_names",
+    "jobs_by_lora",
+    "lora_catalog",
     # jobs
     "REQUEST_ID_RE",
     "acceleration_summary",

@@ -18,7 +18,6 @@ from videojobs.services.events import CANCELLED_REASON, back_in_queue, end_jobs,
 from videojobs.services.webhooks import queue_webhook
 
 
-@transaction.atomic
 # No adapter of the job's params.loras is missing from the worker's list (%s, text[]).
 _LORAS_HELD = (
     "NOT EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof(videojobs_videojob.params -> 'loras') "
@@ -27,6 +26,7 @@ _LORAS_HELD = (
 )
 
 
+@transaction.atomic
 def claim_next_job(*, worker: str, lease_seconds: int | None = None) -> VideoJob | None:
     """Claim the oldest ready job whose LoRA adapters this worker holds (its row's ``loras``):
     one transaction, FOR UPDATE SKIP LOCKED, attempt += 1."""
