@@ -130,8 +130,8 @@ class SubmitSerializer(serializers.Serializer):
         help_text="flow shift; when left out, the official value for image_size: 3.0 at or below "
                   "832*480's area (the 480p sizes), else 5.0 (720p)",
     )
-    loras = LoraChoiceSerializer(
-        many=True, required=False, allow_null=True, max_length=P.LORAS_MAX,
+    loras = serializers.ListField(
+        child=LoraChoiceSerializer(), required=False, allow_null=True, max_length=P.LORAS_MAX,
         help_text=f"at most {P.LORAS_MAX} LoRA adapters (GET /loras lists them) with their scales; left out: the "
                   "server's DEFAULT_LORAS; an empty list: none. As a form field: name:scale,name:scale (or none)",
     )
