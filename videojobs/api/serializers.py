@@ -244,7 +244,7 @@ def _form_loras(text: str) -> list[dict]:
     """"style:0.6,distill" as the JSON list it stands for (the scale left for its field to check);
     "none": no adapter at all."""
     loras: list[dict] = []
-    if text.strip().lower() == "none":
+    if text.strip().lower() in ("none", "[]"):
         return loras
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, scale = item.partition(":")
