@@ -116,3 +116,18 @@ def test_an_unrecognised_key_format_is_refused_with_the_file_name(tmp_path: Path
     save_file({"something.weight": torch.zeros(2, 2)}, str(tmp_path / "odd.safetensors"))
     with pytest.raises(ValueError, match="odd.safetensors: unrecognised LoRA key format"):
         read_adapters(tmp_path, image_dim=80)
+
+
+def test_the_attention_cache_runs_a_lora_job_as_it_runs_the_merged_weights(lora_components, lora_setup, tiny_ckpt,
+                                                                          cpu_ctx, tmp_path) -> None:  # noqa: F811
+    from inference.cache.steps import CacheRequest
+    from inference.pipeline.loading import LoadOptions, load_components
+
+    merged = load_components(LoadOptions(ckpt_dir=merged_checkpoint(tiny_ckpt, tmp_path / "merged", lora_setup[1], SCALE),
+                                         device=cpu_ctx.device), cpu_ctx)
+    cache = CacheRequest(method="attention", start_step=0, interval=2, end_step=3)
+    with_lora = run_on_cpu(lora_components, tiny_request(infer_steps=4, cache=cache, loras=[("style-peft", SCALE)]))
+    offline = run_on_cpu(merged, tiny_request(infer_steps=4, cache=cache))
+    assert with_lora.acceleration["cache"]["reused"] == offline.acceleration["cache"]["reused"]
+    assert sum(with_lora.acceleration["cache"]["reused"].values()) > 0
+    assert np.abs(with_lora.frames.astype(np.int16) - offline.frames.astype(np.int16)).max() <= 1
