@@ -213,6 +213,8 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
         prompts=PromptCache(capacity=options.prompt_cache_size),
         loras=LoraBank(transformer, adapters) if adapters else None,
     )
+    for adapter in adapters:
+        adapter.state_dict = {}  # the DiT holds the adapters now: free this rank's host copy
     components.held_bytes = {
         name: held_bytes(getattr(components, name)) for name in ("transformer", "text_encoder", "image_encoder", "vae")
     }
