@@ -131,3 +131,26 @@ def test_the_attention_cache_runs_a_lora_job_as_it_runs_the_merged_weights(lora_
     assert with_lora.acceleration["cache"]["reused"] == offline.acceleration["cache"]["reused"]
     assert sum(with_lora.acceleration["cache"]["reused"].values()) > 0
     assert np.abs(with_lora.frames.astype(np.int16) - offline.frames.astype(np.int16)).max() <= 1
+
+
+def test_an_adapter_that_matches_no_module_stops_the_load_naming_it(tmp_path: Path, tiny_ckpt: Path, cpu_ctx) -> None:  # noqa: F811
+    from safetensors.torch import save_file
+
+    from inference.pipeline.loading import LoadOptions, load_components
+
+    save_file({"transformer.nowhere.lora_A.weight": torch.zeros(2, 4), "transformer.nowhere.lora_B.weight": torch.zeros(4, 2)},
+              str(tmp_path / "stray.safetensors"))
+    with pytest.raises(ValueError, match="LoRA stray: .*not found in the base model"):
+        load_components(LoadOptions(ckpt_dir=tiny_ckpt, device=cpu_ctx.device, lora_dir=tmp_path), cpu_ctx)
+
+
+def test_an_adapter_for_another_model_size_stops_the_load_naming_it(tmp_path: Path, tiny_ckpt: Path, cpu_ctx) -> None:  # noqa: F811
+    from safetensors.torch import save_file
+
+    from inference.pipeline.loading import LoadOptions, load_components
+
+    # The tiny DiT's attention is 32 wide; this adapter was made for a 48-wide one.
+    save_file({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(2, 48),
+               "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(48, 2)}, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(ValueError, match="LoRA wrong: "):
+        load_components(LoadOptions(ckpt_dir=tiny_ckpt, device=cpu_ctx.device, lora_dir=tmp_path), cpu_ctx)

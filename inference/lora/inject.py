@@ -41,7 +41,13 @@ def inject(transformer: torch.nn.Module, adapters: Iterable[AdapterFile]) -> lis
             warnings.filterwarnings("ignore", message=".*meta parameter.*")
             # Several adapters in one model is what we want, not a mistake.
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-            transformer.load_lora_adapter(dict(adapter.state_dict), adapter_name=ids[-1], prefix="transformer")
+            try:
+                transformer.load_lora_adapter(dict(adapter.state_dict), adapter_name=ids[-1], prefix="transformer")
+            except (ValueError, RuntimeError) as exc:  # peft: modules the DiT lacks, shapes that do not fit
+                raise ValueError(f"LoRA {adapter.name}: {exc}") from exc
+        if not any(f".lora_A.{ids[-1]}." in name for name, _ in transformer.named_parameters()):
+            raise ValueError(f"LoRA {adapter.name}: none of its keys names a module of the DiT "
+                             f"(first key: {next(iter(adapter.state_dict), 'none')})")
     _match_base_layers(transformer)
     return ids
 
