@@ -54,7 +54,7 @@ def main() -> None:
             base_macs += linear.in_features * linear.out_features
             lora_macs += args.rank * (linear.in_features + linear.out_features)
     adapter = AdapterFile(name="lightx2v-like", path=Path("-"), format="wan", rank=args.rank, size_bytes=0, sha256="",
-                          state_dict=convert(raw, image_dim=WAN_14B["image_dim"]))
+                          state_dict=convert(raw, image_dim=WAN_14B["image_dim"])[0])
     # 3. Injected by the service's code; its parameters counted in the DiT's dtype.
     inject(model, [adapter])
     ident = adapter_id(0)

@@ -81,6 +81,23 @@ def write_lora(folder: Path, name: str, deltas: LoraDeltas, fmt: str) -> Path:
     return path
 
 
+def write_peft_with_metadata(folder: Path, name: str, deltas: LoraDeltas) -> Path:
+    """The deltas as diffusers saves a peft adapter: lora_A / lora_B unscaled, and r and lora_alpha
+    in the file's adapter metadata (``save_lora_weights``)."""
+    from diffusers.loaders.lora_pipeline import WanLoraLoaderMixin
+
+    (down, _, alpha) = next(iter(deltas.modules.values()))
+    layers = {}
+    for module, (down_m, up_m, _) in deltas.modules.items():
+        layers[f"{module}.lora_A.weight"] = down_m.contiguous()
+        layers[f"{module}.lora_B.weight"] = up_m.contiguous()
+    metadata = {"r": down.shape[0], "lora_alpha": alpha, "target_modules": sorted({m.split(".", 2)[2] for m in deltas.modules})}
+    folder.mkdir(parents=True, exist_ok=True)
+    WanLoraLoaderMixin.save_lora_weights(folder, transformer_lora_layers=layers, weight_name=f"{name}.safetensors",
+                                         transformer_lora_adapter_metadata=metadata)
+    return folder / f"{name}.safetensors"
+
+
 def merged_checkpoint(ckpt: Path, out: Path, deltas: LoraDeltas, scale: float) -> Path:
     """A copy of ckpt whose DiT weights are W + scale * alpha / rank * up @ down (float32)."""
     shutil.copytree(ckpt, out)

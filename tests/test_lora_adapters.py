@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.generate_support import run_on_cpu, tiny_request
-from tests.lora_support import merged_checkpoint, random_deltas, write_lora
+from tests.lora_support import merged_checkpoint, random_deltas, write_lora, write_peft_with_metadata
 
 SCALE = 0.7
 
@@ -19,6 +19,7 @@ def lora_setup(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory):  # no
     deltas = random_deltas(tiny_ckpt, seed=1)
     for fmt in ("wan", "peft", "kohya"):
         write_lora(folder, f"style-{fmt}", deltas, fmt)
+    write_peft_with_metadata(folder, "style-peft-metadata", deltas)
     write_lora(folder, "other.v1", random_deltas(tiny_ckpt, seed=2, rank=3, alpha=1.5), "wan")
     return folder, deltas
 
@@ -40,7 +41,7 @@ def _effective_delta(components, name: str, module: str) -> torch.Tensor:
 def test_every_key_format_loads_to_the_same_weights(lora_components, lora_setup) -> None:
     _, deltas = lora_setup
     assert {entry["format"] for entry in lora_components.loras.describe()} == {"wan", "peft", "kohya"}
-    for fmt in ("wan", "peft", "kohya"):
+    for fmt in ("wan", "peft", "kohya", "peft-metadata"):  # the last: diffusers' saved r and lora_alpha
         for module in deltas.modules:
             torch.testing.assert_close(_effective_delta(lora_components, f"style-{fmt}", module), deltas.delta(module),
                                        rtol=1e-5, atol=1e-6, msg=f"{fmt} {module}")
@@ -48,7 +49,7 @@ def test_every_key_format_loads_to_the_same_weights(lora_components, lora_setup)
 
 def test_the_daemon_reports_each_adapter_and_its_memory(lora_components, lora_setup) -> None:
     entries = {entry["name"]: entry for entry in lora_components.loras.describe()}
-    assert sorted(entries) == ["other.v1", "style-kohya", "style-peft", "style-wan"]
+    assert sorted(entries) == ["other.v1", "style-kohya", "style-peft", "style-peft-metadata", "style-wan"]
     _, deltas = lora_setup
     float32_numbers = sum(down.numel() + up.numel() for down, up, _ in deltas.modules.values())
     assert entries["style-wan"]["memory_bytes"] == 4 * float32_numbers

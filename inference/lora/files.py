@@ -19,6 +19,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,6 +44,8 @@ class AdapterFile:
     size_bytes: int  # of the file
     sha256: str  # short hex digest of the file
     state_dict: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    # diffusers' adapter metadata (its peft LoraConfig: r, lora_alpha, ...) when the file carries it
+    metadata: dict[str, Any] | None = field(repr=False, default=None)
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "format": self.format, "rank": self.rank, "size_bytes": self.size_bytes,
@@ -71,40 +74,46 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()[:SHA256_SHORT]
 
 
-def convert(raw: dict[str, torch.Tensor], *, image_dim: int | None) -> dict[str, torch.Tensor]:
-    """A raw LoRA state dict in any accepted format -> diffusers' peft form, by diffusers itself:
-    ``lora_state_dict`` converts the key style (and folds alpha / rank into the weights), and
-    ``_maybe_expand_t2v_lora_for_i2v`` gives a text-to-video LoRA zero deltas on the I2V image
-    projections so that peft can inject it into the I2V DiT."""
+def convert(source: dict[str, torch.Tensor] | Path, *,
+            image_dim: int | None) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """A LoRA (a file, or a raw state dict) in any accepted format -> diffusers' peft form and its
+    adapter metadata, by diffusers itself: ``lora_state_dict`` converts the key style (folding alpha
+    / rank into the weights), and ``_maybe_expand_t2v_lora_for_i2v`` gives a text-to-video LoRA zero
+    deltas on the I2V image projections so that peft can inject it into the I2V DiT."""
     from diffusers.loaders.lora_pipeline import WanLoraLoaderMixin
 
-    state_dict = WanLoraLoaderMixin.lora_state_dict(dict(raw))
+    if isinstance(source, Path):
+        state_dict, metadata = WanLoraLoaderMixin.lora_state_dict(
+            str(source.parent), weight_name=source.name, local_files_only=True, return_lora_metadata=True)
+    else:
+        state_dict, metadata = WanLoraLoaderMixin.lora_state_dict(dict(source), return_lora_metadata=True)
     if not any(key.startswith("transformer.") for key in state_dict):
         state_dict = {f"transformer.{key}": value for key, value in state_dict.items()}
     # The expansion only reads the model's config.image_dim and device: a stand-in keeps it off
     # the (possibly meta) DiT.
     stand_in = types.SimpleNamespace(config=types.SimpleNamespace(image_dim=image_dim), device=torch.device("cpu"))
-    return WanLoraLoaderMixin._maybe_expand_t2v_lora_for_i2v(stand_in, state_dict)
+    return WanLoraLoaderMixin._maybe_expand_t2v_lora_for_i2v(stand_in, state_dict), metadata
 
 
 def read_adapter(path: Path, *, image_dim: int | None) -> AdapterFile:
     """One LoRA file, identified and converted; ValueError naming the file when it cannot be used."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     name = path.stem
     if not NAME_PATTERN.match(name):
         raise ValueError(f"LoRA file {path.name}: the name {name!r} must match {NAME_PATTERN.pattern}")
-    raw = load_file(str(path), device="cpu")
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        keys = list(handle.keys())
     try:
-        fmt = key_format(list(raw))
-        state_dict = convert(raw, image_dim=image_dim)
+        fmt = key_format(keys)
+        state_dict, metadata = convert(path, image_dim=image_dim)
     except (ValueError, KeyError) as exc:
         raise ValueError(f"LoRA file {path.name}: {exc}") from exc
     ranks = [tensor.shape[0] for key, tensor in state_dict.items() if ".lora_A." in key]
     if not ranks:
         raise ValueError(f"LoRA file {path.name} holds no lora_A / lora_down weights")
     return AdapterFile(name=name, path=path, format=fmt, rank=max(ranks), size_bytes=path.stat().st_size,
-                       sha256=_sha256(path), state_dict=state_dict)
+                       sha256=_sha256(path), state_dict=state_dict, metadata=metadata)
 
 
 def read_adapters(folder: Path | None, *, image_dim: int | None) -> list[AdapterFile]:

@@ -42,7 +42,8 @@ def inject(transformer: torch.nn.Module, adapters: Iterable[AdapterFile]) -> lis
             # Several adapters in one model is what we want, not a mistake.
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
             try:
-                transformer.load_lora_adapter(dict(adapter.state_dict), adapter_name=ids[-1], prefix="transformer")
+                transformer.load_lora_adapter(dict(adapter.state_dict), adapter_name=ids[-1], prefix="transformer",
+                                              metadata=adapter.metadata)
             except (ValueError, RuntimeError) as exc:  # peft: modules the DiT lacks, shapes that do not fit
                 raise ValueError(f"LoRA {adapter.name}: {exc}") from exc
         if not any(f".lora_A.{ids[-1]}." in name for name, _ in transformer.named_parameters()):
