@@ -11,6 +11,8 @@ import re
 
 from django.core.exceptions import ImproperlyConfigured
 
+from videojobs.params import parse_lora_list  # pure Python: the LoRA vocabulary the API checks requests with
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -131,6 +133,14 @@ def shapes(name: str, default: list[str]) -> list[str]:
                 f"{name} must be a comma list of WIDTH*HEIGHTxFRAMES (multiples of 16, frames 4k+1), bad entry {item!r}"
             )
     return items
+
+
+def loras(name: str) -> list[dict[str, object]]:
+    """LoRA adapters with scales, "name:scale,name:scale" (videojobs.params.parse_lora_list)."""
+    try:
+        return parse_lora_list(raw(name) or "")
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
 
 
 def _check_range(name: str, value: float, minimum: float | None, maximum: float | None) -> None:

@@ -204,6 +204,10 @@ PROMPT_CACHE_SIZE = env.integer("PROMPT_CACHE_SIZE", 32, minimum=0, maximum=100_
 # blocks in fp8 (CUDA sm89+) or int8 weight-only (anywhere), UMT5's in int8 weight-only.
 DIT_QUANT = env.choice("DIT_QUANT", "none", ("none", "fp8", "int8"))
 T5_QUANT = env.choice("T5_QUANT", "none", ("none", "int8"))
+# LoRA adapters: every *.safetensors file in LORA_DIR is loaded by every daemon rank at start;
+# DEFAULT_LORAS ("name:scale,...") applies to every job that sends no `loras` of its own.
+LORA_DIR = Path(env.string("LORA_DIR", str(VAR_DIR / "loras")))
+DEFAULT_LORAS = env.loras("DEFAULT_LORAS")
 INFERENCE_NPROC = env.integer("INFERENCE_NPROC", 1, minimum=1, maximum=64)
 # One daemon group across several hosts (torchrun --nnodes): every host runs the supervisor
 # (or torchrun) with the same NNODES, MASTER_ADDR and MASTER_PORT and its own NODE_RANK.

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from videojobs.api import health, jobs, metrics, videos
+from videojobs.api import health, jobs, loras, metrics, videos
 from videojobs.api.openai import views as v1
 from videojobs.web import views as pages
 
@@ -22,6 +22,7 @@ urlpatterns = [
     path("v1/models/<path:model_id>", v1.ModelView.as_view(), name="v1-model"),
     path("health", health.HealthView.as_view(), name="health"),
     path("metrics", metrics.MetricsView.as_view(), name="metrics"),
+    path("loras", loras.LoraListView.as_view(), name="loras"),
     path("videos/<str:request_id>.mp4", videos.VideoFileView.as_view(), name="video-file"),
     path("docs/schema", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI with its start script as a file of its own (/docs?script), for the Content-Security-Policy.

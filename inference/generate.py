@@ -67,6 +67,7 @@ class GenerationRequest:
     # "crop": the image covers width x height and is centre-cropped; "auto": the whole image is
     # resized to width x height, which the caller chose from its aspect ratio (params.output_size).
     aspect: str = ASPECT_DEFAULT
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (adapter name, scale), applied to the DiT
 
 
 @dataclass
@@ -242,6 +243,17 @@ def _whole_group_report(report: dict[str, Any], ctx: ParallelContext) -> dict[st
     return merge_reports(everyone)
 
 
+def use_loras(components: WanComponents, loras: list[tuple[str, float]]) -> None:
+    """The job's LoRA adapters and scales on the DiT, every other adapter off (ValueError for an
+    adapter this daemon does not hold)."""
+    if components.loras is None:
+        if loras:
+            raise ValueError(f"this daemon holds no LoRA adapters (LORA_DIR is empty); asked for "
+                             f"{', '.join(name for name, _ in loras)}")
+        return
+    components.loras.activate(loras)
+
+
 def _negative_text(request: GenerationRequest) -> str:
     text = request.negative_prompt or ""
     return text if text.strip() else DEFAULT_NEGATIVE_PROMPT
@@ -261,6 +273,7 @@ def generate(
     scheduler = make_scheduler(components.scheduler_config, request.sample_solver, request.sample_shift)
     # The distilled sampler runs without guidance: one DiT pass per step, a warning if one was asked.
     guidance_scale, warnings = distill_guidance(request.sample_solver, request.guidance_scale)
+    use_loras(components, request.loras)
     strips = None
     if ctx.topology.vae_parallel:
         strips = Strips.split(request.height // SPATIAL_STRIDE, ctx.meshes.flat.get_group())
@@ -305,6 +318,7 @@ def generate(
 
         frames = _timed(timings, "decoding", ctx, hooks, decode)
     acceleration = {"cache": cache_report, "attention_backend": components.attention_backend,
-                    "prompt_cache_hits": hits, "quantization": components.quantization}
+                    "prompt_cache_hits": hits, "quantization": components.quantization,
+                    "loras": [{"name": name, "scale": scale} for name, scale in request.loras]}
     return GenerationResult(frames=frames, timings=timings, acceleration=acceleration, warnings=warnings,
                             dit_forwards=forwards)

@@ -209,5 +209,5 @@ def test_request_is_a_plain_dataclass() -> None:
     names = [field.name for field in dataclasses.fields(GenerationRequest)]
     assert names == [
         "prompt", "negative_prompt", "image", "width", "height", "num_frames",
-        "guidance_scale", "infer_steps", "seed", "sample_solver", "sample_shift", "cache", "aspect",
+        "guidance_scale", "infer_steps", "seed", "sample_solver", "sample_shift", "cache", "aspect", "loras",
     ]

@@ -22,7 +22,7 @@ PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;escaping=allow-
                      "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;q=0.4,"
                      "text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
 # One query per aggregate, whatever the number of jobs, workers or deliveries.
-SCRAPE_QUERIES = 16  # one reads MetricTotal, one the pending webhook deliveries, one the jobs by sampler
+SCRAPE_QUERIES = 17  # one reads MetricTotal, one the pending webhook deliveries, one the jobs by sampler, one by LoRA
 SMALL, WIDE = {"image_size": "832*480", "num_frames": 25, "infer_steps": 20}, {"image_size": "1280*720",
                                                                                  "num_frames": 81, "infer_steps": 40}
 

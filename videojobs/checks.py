@@ -93,3 +93,18 @@ def check_webhook_secret(app_configs=None, **kwargs):
                       hint="generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
                       id="videojobs.E007")]
     return []
+
+
+@register()
+def check_loras(app_configs=None, **kwargs):
+    """LORA_DIR must be a folder when it exists (every daemon rank reads it at start); a
+    DEFAULT_LORAS adapter missing from it would make every job that chooses none a 400."""
+    folder = Path(settings.LORA_DIR)
+    if folder.exists() and not folder.is_dir():
+        return [Error(f"LORA_DIR {folder} is not a folder", id="videojobs.E017")]
+    missing = [item["name"] for item in settings.DEFAULT_LORAS if not (folder / f"{item['name']}.safetensors").is_file()]
+    if missing:
+        return [Warning(f"DEFAULT_LORAS names {', '.join(missing)}, but LORA_DIR {folder} has no such .safetensors "
+                        "file here", hint="Jobs that send no loras are refused until a worker holds them "
+                        "(fine if the daemons run on another host with their own LORA_DIR).", id="videojobs.W017")]
+    return []

@@ -175,7 +175,10 @@ class VideoGenClient:
 
 
 def _form_value(value: Any) -> str:
-    # Form fields are text: numbers as their JSON spelling, booleans as true/false.
+    # Form fields are text: numbers as their JSON spelling, booleans as true/false; LoRA choices
+    # as the form's "name:scale,name:scale".
+    if isinstance(value, list) and value and all(isinstance(item, dict) and "name" in item for item in value):
+        return ",".join(f"{item['name']}:{item.get('scale', 1.0)}" for item in value)
     return value if isinstance(value, str) else json.dumps(value)
 
 

@@ -162,6 +162,18 @@ class WebhookURLError(JobRefused):
     code, status, field = ErrorCode.WEBHOOK_URL_INVALID, 400, "webhook_url"
 
 
+class UnknownLora(JobRefused):
+    """A job asks for LoRA adapters that no inference worker holds: names them and lists those held."""
+
+    code, status, field = ErrorCode.VALIDATION_ERROR, 400, "loras"
+
+    def __init__(self, unknown: list[str], available: list[str]) -> None:
+        listed = ", ".join(available) if available else "none (no inference worker holds a LoRA adapter)"
+        super().__init__(f"unknown LoRA {', '.join(repr(name) for name in unknown)}; available: {listed}",
+                         extra={"available_loras": list(available)})
+        self.unknown = list(unknown)
+
+
 class ImageInputError(JobRefused):
     """The job's input image could not be used.
 

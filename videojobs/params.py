@@ -6,6 +6,7 @@ never import torch.
 from __future__ import annotations
 
 import math
+import re
 
 SAMPLE_SOLVERS: tuple[str, ...] = ("unipc", "dpm++", "euler", "distill")
 # The step-distilled sampler (LightX2V's step- and CFG-distilled Wan2.1): a few Euler steps on
@@ -139,3 +140,34 @@ DEFAULT_NEGATIVE_PROMPT: str = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
     "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
+
+
+# Per-request LoRA adapters: files in the daemons' LORA_DIR, each named by its file stem. A job
+# takes at most LORAS_MAX of them, each with a scale in [LORA_SCALE_MIN, LORA_SCALE_MAX]
+# (0 leaves the model as it is; negative scales subtract an adapter's effect).
+LORAS_MAX = 4
+LORA_SCALE_MIN, LORA_SCALE_MAX, LORA_SCALE_DEFAULT = -2.0, 2.0, 1.0
+LORA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+def parse_lora_list(text: str) -> list[dict[str, object]]:
+    """"distill:1.0,style:0.6" (scale 1.0 when left out) -> [{"name", "scale"}, ...];
+    ValueError naming the first bad entry (name, scale, range, count, repeat)."""
+    loras: list[dict[str, object]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, scale_text = item.partition(":")
+        name = name.strip()
+        if not re.match(LORA_NAME_PATTERN, name):
+            raise ValueError(f"bad LoRA name {name!r} (letters, digits, '.', '_', '-')")
+        try:
+            scale = float(scale_text) if scale_text.strip() else LORA_SCALE_DEFAULT
+        except ValueError:
+            raise ValueError(f"bad scale {scale_text!r} for LoRA {name}") from None
+        if not math.isfinite(scale) or not LORA_SCALE_MIN <= scale <= LORA_SCALE_MAX:
+            raise ValueError(f"the scale of LoRA {name} must be in [{LORA_SCALE_MIN}, {LORA_SCALE_MAX}], got {scale_text}")
+        if any(entry["name"] == name for entry in loras):
+            raise ValueError(f"LoRA {name} is named twice")
+        loras.append({"name": name, "scale": scale})
+    if len(loras) > LORAS_MAX:
+        raise ValueError(f"at most {LORAS_MAX} LoRAs, got {len(loras)}")
+    return loras

@@ -68,6 +68,7 @@ def _generation_request(message: dict[str, Any]) -> GenerationRequest:
             end_step=params.get("end_step", ATTENTIONCACHE_DEFAULTS["end_step"]),
             threshold=params.get("cache_threshold", CACHE_THRESHOLD_DEFAULT),
         ),
+        loras=[(item["name"], float(item["scale"])) for item in params.get("loras") or []],
     )
 
 

@@ -62,7 +62,8 @@ class Daemon:
                 self.load_pipeline()
             barrier(self.runtime)
             if self.runtime.is_leader:
-                services.update_worker(name=self.config.worker_name, state="idle", topology=self.topology)
+                services.update_worker(name=self.config.worker_name, state="idle", topology=self.topology,
+                                       loras=self._held_loras())
                 self.listener.open()
                 logger.info("worker %s ready on %s: %s", self.config.worker_name, self.runtime.device,
                             self.ctx.topology.describe())
@@ -83,11 +84,23 @@ class Daemon:
             attention_backend=settings.ATTENTION_BACKEND, prompt_cache_size=settings.PROMPT_CACHE_SIZE,
             compile_shapes=[parse_shape(text) for text in settings.COMPILE_WARMUP] if settings.COMPILE else None,
             dit_quant=settings.DIT_QUANT, t5_quant=settings.T5_QUANT,
+            lora_dir=settings.LORA_DIR,
         )
         self.components = load_components(options, self.ctx)
         self.topology = running_topology(self.ctx, self.components.attention_backend)
         self.memory = publish_weights(self.runtime, self.config.worker_name, self.components)
         logger.info("pipeline loaded from %s in %.1f s", self.config.ckpt_dir, time.perf_counter() - started)
+
+    def _held_loras(self) -> list[dict]:
+        """The adapters this group holds (each with the bytes it costs a rank), for the worker row."""
+        bank = getattr(self.components, "loras", None)
+        if bank is None:
+            return []
+        held = bank.describe()
+        for entry in held:
+            logger.info("LoRA %s (%s, rank %d): %d bytes on each rank", entry["name"], entry["format"], entry["rank"],
+                        entry["memory_bytes"])
+        return held
 
     def _register(self) -> None:
         """Rank 0, before loading: this worker's row in the registry."""

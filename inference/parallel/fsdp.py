@@ -128,6 +128,9 @@ def _local_rows(param: DTensor) -> tuple[int, int]:
     return start, stop
 
 
+local_rows = _local_rows  # public: LoRA adapters fill their rows the same way (inference/lora/inject.py)
+
+
 def _aliases(model: torch.nn.Module) -> dict[str, list[str]]:
     """Every name of each parameter object: tied weights (T5's shared / embed_tokens) have several,
     and a checkpoint stores only one of them."""
@@ -138,9 +141,11 @@ def _aliases(model: torch.nn.Module) -> dict[str, list[str]]:
 
 
 @torch.no_grad()
-def load_into(model: torch.nn.Module, files: dict[str, Path], *, rename: Callable[[str], str] = lambda n: n) -> None:
+def load_into(model: torch.nn.Module, files: dict[str, Path], *, rename: Callable[[str], str] = lambda n: n,
+              skip: Callable[[str], bool] = lambda n: False) -> None:
     """Fill model's parameters and persistent buffers from safetensors, each rank reading only the
-    slice it holds. Raises KeyError naming a tensor the checkpoint lacks."""
+    slice it holds; parameters whose name ``skip`` accepts (LoRA adapters) are the caller's to fill.
+    Raises KeyError naming a tensor the checkpoint lacks."""
     from safetensors import safe_open
 
     aliases = _aliases(model)
@@ -159,6 +164,8 @@ def load_into(model: torch.nn.Module, files: dict[str, Path], *, rename: Callabl
 
         # 1. Parameters: the local rows of sharded ones, all of the others.
         for name, param in model.named_parameters():
+            if skip(name):
+                continue
             view = source(name)
             if isinstance(param, DTensor):
                 start, stop = _local_rows(param)

@@ -20,6 +20,7 @@ class WanComponents:
     attention_backend: str = "native"
     caches: Any = None  # inference.cache.steps.StepCaches, installed on the transformer by the loader
     prompts: Any = None  # inference.cache.prompts.PromptCache
+    loras: Any = None  # inference.lora.LoraBank when LORA_DIR holds adapters, else None
     # Bytes of parameters and buffers this rank holds, per component (shards only when sharded).
     held_bytes: dict[str, int] = field(default_factory=dict)
     # What ran (inference.quant): {"dit": "none|fp8|int8", "t5": "none|int8", "attention": {"backend", "quantized"}}.

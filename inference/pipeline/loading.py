@@ -30,6 +30,8 @@ from inference.cache.prompts import PromptCache
 from inference.cache.steps import StepCaches
 from inference.checkpoint import read_model_index, scheduler_class, validate_checkpoint_dir
 from inference.devices import DeviceSpec, default_dtypes, memory_stats
+from inference.lora import AdapterFile, LoraBank, read_adapters
+from inference.lora.inject import fill_rows, inject, is_lora_parameter
 from inference.parallel.context import ParallelContext
 from inference.parallel.fsdp import (
     apply_dtypes,
@@ -65,6 +67,7 @@ class LoadOptions:
     compile_shapes: list[tuple[int, int, int]] | None = None
     dit_quant: str = "none"  # DIT_QUANT: none | fp8 | int8 (inference.quant)
     t5_quant: str = "none"  # T5_QUANT: none | int8
+    lora_dir: Path | None = None  # LORA_DIR: every *.safetensors adapter in it, injected before sharding
 
 
 def resolve_dtypes(options: LoadOptions) -> dict[str, torch.dtype]:
@@ -103,16 +106,22 @@ def _meta_prepared(model: torch.nn.Module, dtype: torch.dtype, fp32_patterns: tu
     model.requires_grad_(False)
 
 
-def sharded_transformer(folder: Path, dtype: torch.dtype, ctx: ParallelContext) -> WanTransformer3DModel:
+def sharded_transformer(folder: Path, dtype: torch.dtype, ctx: ParallelContext,
+                        adapters: list[AdapterFile] | None = None) -> WanTransformer3DModel:
     """The DiT built on the meta device, sharded per block, filled from this rank's rows."""
-    # 1. Structure without memory, in from_pretrained's dtypes.
+    # 1. Structure without memory, in from_pretrained's dtypes, with the LoRA adapters' structure
+    # (so that FSDP2 shards them with their blocks).
     with torch.device("meta"):
         model = WanTransformer3DModel.from_config(WanTransformer3DModel.load_config(folder))
     _meta_prepared(model, dtype, diffusers_fp32_patterns(WanTransformer3DModel))
-    # 2. Shard, materialise empty, then read the local rows.
+    ids = inject(model, adapters or [])
+    # 2. Shard, materialise empty, then read the local rows (peft renamed each adapted layer's
+    # weight to <layer>.base_layer.weight); then each adapter's rows.
     shard_blocks(model, model.blocks, ctx.meshes.flat)
     model.to_empty(device=ctx.device.torch_device)
-    load_into(model, weight_map(folder, "diffusion_pytorch_model"))
+    load_into(model, weight_map(folder, "diffusion_pytorch_model"), rename=lambda name: name.replace(".base_layer.", "."),
+              skip=is_lora_parameter)
+    fill_rows(model, adapters or [], ids)
     # 3. The rotary tables are not in any checkpoint: to_empty left garbage in them.
     config = model.config
     fresh = WanRotaryPosEmbed(config.attention_head_dim, config.patch_size, config.rope_max_seq_len)
@@ -144,11 +153,14 @@ def _expect_no_other_derived_buffers(model: torch.nn.Module, recomputed: set[str
 # --------------------------------------------------------------------------- the plan
 
 
-def _load_transformer(ckpt_dir: Path, dtype: torch.dtype, ctx: ParallelContext) -> WanTransformer3DModel:
+def _load_transformer(ckpt_dir: Path, dtype: torch.dtype, ctx: ParallelContext,
+                      adapters: list[AdapterFile]) -> WanTransformer3DModel:
     if ctx.topology.dit_fsdp:
-        return sharded_transformer(ckpt_dir / "transformer", dtype, ctx)
+        return sharded_transformer(ckpt_dir / "transformer", dtype, ctx, adapters)
     model = WanTransformer3DModel.from_pretrained(ckpt_dir, subfolder="transformer", torch_dtype=dtype, local_files_only=True)
-    return _frozen(model, ctx.device.torch_device)
+    model = _frozen(model, ctx.device.torch_device)
+    inject(model, adapters)
+    return model
 
 
 def _load_text_encoder(ckpt_dir: Path, dtype: torch.dtype, ctx: ParallelContext) -> UMT5EncoderModel | None:
@@ -177,11 +189,16 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
     device = ctx.device.torch_device
     started = time.perf_counter()
 
-    # 2. The neural components, each in its own dtype. Wan keeps the VAE and CLIP in fp32. A DiT
-    # stored pre-quantized (LightX2V's int8 format) loads as it is stored.
+    # 2. The neural components, each in its own dtype. Wan keeps the VAE and CLIP in fp32. The LoRA
+    # adapters go into the DiT before anything shards, quantizes or compiles it. A DiT stored
+    # pre-quantized (LightX2V's int8 format) loads as it is stored, and gets its adapters after.
+    adapters = read_adapters(options.lora_dir, image_dim=WanTransformer3DModel.load_config(ckpt_dir / "transformer").get("image_dim"))
     prequantized = check_prequantized(ckpt_dir / "transformer", options.dit_quant) is not None
-    transformer = (load_prequantized_transformer(ckpt_dir / "transformer", dtypes["transformer"], device)
-                   if prequantized else _load_transformer(ckpt_dir, dtypes["transformer"], ctx))
+    if prequantized:
+        transformer = load_prequantized_transformer(ckpt_dir / "transformer", dtypes["transformer"], device)
+        inject(transformer, adapters)
+    else:
+        transformer = _load_transformer(ckpt_dir, dtypes["transformer"], ctx, adapters)
     text_encoder = _load_text_encoder(ckpt_dir, dtypes["text_encoder"], ctx)
     vae = AutoencoderKLWan.from_pretrained(ckpt_dir, subfolder="vae", torch_dtype=dtypes["vae"], local_files_only=True)
     image_encoder = CLIPVisionModel.from_pretrained(
@@ -215,12 +232,17 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
         caches=StepCaches(transformer, adaptive=_adaptive_cache(transformer, ctx)),
         prompts=PromptCache(capacity=options.prompt_cache_size),
         quantization={**quantization, "attention": attention_report(backend)},
+        loras=LoraBank(transformer, adapters) if adapters else None,
     )
+    for adapter in adapters:
+        adapter.state_dict = {}  # the DiT holds the adapters now: free this rank's host copy
     components.held_bytes = {
         name: weight_bytes(getattr(components, name)) for name in ("transformer", "text_encoder", "image_encoder", "vae")
     }
     # 5. Compilation is paid here, before the worker reports ready, not by the first jobs.
     if options.compile_shapes is not None:
+        if components.loras is not None:
+            components.loras.make_static()  # jobs then change scale tensors only: no recompilation
         compile_and_warm_up(components, ctx, options.compile_shapes)
     _log_memory(components, ctx, time.perf_counter() - started)
     return components
@@ -240,6 +262,9 @@ def _log_memory(components: WanComponents, ctx: ParallelContext, seconds: float)
     """Per rank: parameter bytes held per component, peak host and device memory."""
     gib = 1024**3
     held = ", ".join(f"{name} {size / gib:.3f}" for name, size in components.held_bytes.items())
+    if components.loras is not None:
+        held += " (of which LoRA " + ", ".join(f"{name} {size / gib:.4f}" for name, size in
+                                                components.loras.memory_bytes().items()) + ")"
     host_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     device = memory_stats(ctx.device).get("max_allocated_bytes")
     device_text = f"{device / gib:.2f} GiB" if device is not None else "n/a (cpu)"

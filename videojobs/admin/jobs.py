@@ -148,7 +148,7 @@ class WebhookDeliveryInline(_ReadOnlyInline):
 @admin.register(VideoJob)
 class VideoJobAdmin(ReadOnlyAdmin):
     list_display = ("request_id", "status", "phase", "progress_bar", "prompt_excerpt", "owner", "created_at",
-                    "duration_display", "attempt", "worker", "acceleration_display")
+                    "duration_display", "attempt", "worker", "acceleration_display", "loras_display")
     list_filter = ("status", "phase", WorkerFilter, OwnerFilter, ("created_at", admin.DateFieldListFilter),
                    ("deleted_at", admin.EmptyFieldListFilter))
     search_fields = ("request_id", "prompt")
@@ -158,14 +158,15 @@ class VideoJobAdmin(ReadOnlyAdmin):
     inlines = (JobEventInline, WebhookDeliveryInline)
     readonly_fields = (
         "request_id", "status", "phase", "progress_bar", "prompt", "negative_prompt", "image_url", "input_preview",
-        "input_sha256", "params", "attempt", "max_attempts", "worker", "lease_until", "created_at", "input_ready_at",
+        "input_sha256", "params", "loras_display", "attempt", "max_attempts", "worker", "lease_until", "created_at", "input_ready_at",
         "started_at", "finished_at", "cancel_requested_at", "duration_display", "timings_table", "result",
         "video_link", "topology_display", "cache_display", "error_code", "reason", "owner", "idempotency_key",
         "webhook_url", "webhook_events", "deleted_at", "remixed_from",
     )
     fieldsets = (
         (None, {"fields": ("request_id", "status", "phase", "progress_bar", "error_code", "reason")}),
-        ("Input", {"fields": ("prompt", "negative_prompt", "image_url", "input_preview", "input_sha256", "params")}),
+        ("Input", {"fields": ("prompt", "negative_prompt", "image_url", "input_preview", "input_sha256", "params",
+                              "loras_display")}),
         ("Execution", {"fields": ("attempt", "max_attempts", "worker", "lease_until", "cancel_requested_at")}),
         ("Timing", {"fields": ("created_at", "input_ready_at", "started_at", "finished_at", "duration_display",
                                "timings_table")}),
@@ -226,6 +227,11 @@ class VideoJobAdmin(ReadOnlyAdmin):
     @admin.display(description="acceleration")
     def acceleration_display(self, job: VideoJob) -> str:
         return selectors.acceleration_summary(result=job.result)
+
+    @admin.display(description="LoRAs")
+    def loras_display(self, job: VideoJob) -> str:
+        loras = job.params.get("loras") or []
+        return ", ".join(f"{item['name']} x{item['scale']:g}" for item in loras) or "-"
 
     @admin.display(description="video")
     def video_link(self, job: VideoJob) -> str:

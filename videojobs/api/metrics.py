@@ -48,5 +48,6 @@ class MetricsView(APIView):
             },
             "system": {"rank": 0, "world_size": block["service"]["pipeline_world_size"], "uptime": round(now - STARTED_AT, 1)},
             "acceleration": selectors.acceleration_stats(),
+            "jobs_by_lora": selectors.jobs_by_lora(),
         }
         return Response(body)

@@ -96,6 +96,8 @@ class VideogenCollector(Collector):
         stats = selectors.acceleration_stats()
         yield _gauge("videogen_jobs_by_cache_method", "Succeeded jobs by the step cache they ran with.",
                      stats["jobs_by_cache_method"], "method")
+        yield _gauge("videogen_jobs_by_lora", 'Kept jobs by the LoRA adapters they ran with ("none": without).',
+                     selectors.jobs_by_lora(), "lora")
         yield _gauge("videogen_jobs_by_attention_backend", "Succeeded jobs by the DiT's attention backend.",
                      stats["jobs_by_attention_backend"], "backend")
         yield _gauge("videogen_attention_outputs_reused", "Block self-attention outputs the attention cache reused.",

@@ -1,6 +1,7 @@
 """Request and response shapes of the public API. Validation only, no behaviour."""
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -79,6 +80,17 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class LoraChoiceSerializer(serializers.Serializer):
+    name = StrictCharField(max_length=100, help_text="an adapter's file stem, as GET /loras lists it")
+    scale = StrictFloatField(default=P.LORA_SCALE_DEFAULT, min_value=P.LORA_SCALE_MIN, max_value=P.LORA_SCALE_MAX,
+                             help_text=f"{P.LORA_SCALE_MIN} to {P.LORA_SCALE_MAX}; 0 leaves the model unchanged")
+
+    def validate_name(self, value: str) -> str:
+        if not re.match(P.LORA_NAME_PATTERN, value):
+            raise serializers.ValidationError("letters, digits, '.', '_' and '-' only")
+        return value
+
+
 class SubmitSerializer(serializers.Serializer):
     # Basic parameters (original contract).
     prompt = StrictCharField(min_length=P.PROMPT_MIN_CHARS, max_length=P.PROMPT_MAX_CHARS)
@@ -137,6 +149,11 @@ class SubmitSerializer(serializers.Serializer):
         help_text="flow shift; when left out, the official value for image_size: 3.0 at or below "
                   "832*480's area (the 480p sizes), else 5.0 (720p)",
     )
+    loras = serializers.ListField(
+        child=LoraChoiceSerializer(), required=False, allow_null=True, max_length=P.LORAS_MAX,
+        help_text=f"at most {P.LORAS_MAX} LoRA adapters (GET /loras lists them) with their scales; left out: the "
+                  "server's DEFAULT_LORAS; an empty list: none. As a form field: name:scale,name:scale (or none)",
+    )
     # Webhooks: the job's status document POSTed to webhook_url, signed (X-Signature).
     webhook_url = StrictURLField(max_length=2048, required=False, allow_blank=True)
     webhook_events = serializers.ListField(
@@ -150,6 +167,15 @@ class SubmitSerializer(serializers.Serializer):
 
     def validate_webhook_url(self, value: str) -> str:
         return _http_url(value) if value else value
+
+    def validate_loras(self, value: list | None) -> list | None:
+        if value is None:
+            return None
+        names = [item["name"] for item in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise serializers.ValidationError(f"{', '.join(repeated)} named more than once")
+        return [{"name": item["name"], "scale": item["scale"]} for item in value]
 
     def validate_image_size(self, value: str) -> str:
         allowed = allowed_image_sizes()
@@ -236,6 +262,11 @@ def form_data(post, files) -> dict:
     fields = SubmitSerializer().fields
     data: dict = {}
     for name in post:
+        if name == "loras":
+            text = ",".join(item for item in post.getlist(name) if item.strip())
+            if text:  # empty: the server's DEFAULT_LORAS, as when the field is left out
+                data[name] = _form_loras(text)
+            continue
         if name == "webhook_events":
             values = [v.strip() for item in post.getlist(name) for v in item.split(",") if v.strip()]
             data[name] = values
@@ -248,6 +279,21 @@ def form_data(post, files) -> dict:
     if "image" in files:
         data["image"] = files["image"]
     return data
+
+
+def _form_loras(text: str) -> list[dict]:
+    """"style:0.6,distill" as the JSON list it stands for (the scale left for its field to check);
+    "none": no adapter at all."""
+    loras: list[dict] = []
+    if text.strip().lower() in ("none", "[]"):
+        return loras
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, scale = item.partition(":")
+        entry: dict = {"name": name.strip()}
+        if scale.strip():
+            entry["scale"] = _typed(StrictFloatField(), scale.strip())
+        loras.append(entry)
+    return loras
 
 
 def _typed(field, value: str):
@@ -314,6 +360,8 @@ class StatusResponseSerializer(serializers.Serializer):
     size = serializers.CharField(allow_null=True, help_text=(
         'The video\'s size, "WIDTH*HEIGHT": image_size under aspect "crop"; under "auto" the size the '
         'image\'s aspect ratio gives, null until the input image is ready'))
+    loras = LoraChoiceSerializer(many=True, help_text="the LoRA adapters the job runs with (its own choice or the "
+                                                      "server's DEFAULT_LORAS), with their scales")
     created_at = serializers.FloatField()
     updated_at = serializers.FloatField()
     started_at = serializers.FloatField(allow_null=True)

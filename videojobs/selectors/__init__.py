@@ -24,6 +24,7 @@ from videojobs.selectors.jobs import (
     video_url_for,
     webhook_document,
 )
+from videojobs.selectors.loras import available_lora_names, held_lora_names, jobs_by_lora, lora_catalog
 from videojobs.selectors.metrics import (
     FRAME_BUCKETS,
     INFER_STEP_BUCKETS,
@@ -59,6 +60,11 @@ from videojobs.selectors.workers import (
 )
 
 __all__ = [
+    # loras
+    "available_lora_names",
+    "held_lora_names",
+    "jobs_by_lora",
+    "lora_catalog",
     # jobs
     "REQUEST_ID_RE",
     "acceleration_summary",

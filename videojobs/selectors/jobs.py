@@ -229,6 +229,7 @@ def status_document(*, job: VideoJob) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested_at is not None,
         "parameters": job.params,
         "size": video_size(job=job),
+        "loras": job.params.get("loras", []),
         "created_at": _epoch(job.created_at),
         "updated_at": _epoch(job.updated_at),
         "started_at": _epoch(job.started_at),

@@ -12,18 +12,30 @@ from django.db.models import F
 from django.utils import timezone
 
 from videojobs.models import JobEventKind, JobPhase, JobStatus, VideoJob, WebhookEvent
+from videojobs.selectors.loras import held_lora_names
 from videojobs.services import handoff
 from videojobs.services.events import CANCELLED_REASON, back_in_queue, end_jobs, record_event
 from videojobs.services.webhooks import queue_webhook
 
 
+# No adapter of the job's params.loras is missing from the worker's list (%s, text[]).
+_LORAS_HELD = (
+    "NOT EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof(videojobs_videojob.params -> 'loras') "
+    "= 'array' THEN videojobs_videojob.params -> 'loras' ELSE '[]'::jsonb END) AS chosen "
+    "WHERE NOT ((chosen ->> 'name') = ANY(%s::text[])))"
+)
+
+
 @transaction.atomic
 def claim_next_job(*, worker: str, lease_seconds: int | None = None) -> VideoJob | None:
-    """Claim the oldest ready job: one transaction, FOR UPDATE SKIP LOCKED, attempt += 1."""
+    """Claim the oldest ready job whose LoRA adapters this worker holds (its row's ``loras``):
+    one transaction, FOR UPDATE SKIP LOCKED, attempt += 1."""
     lease = lease_seconds if lease_seconds is not None else settings.LEASE_SECONDS
     job = (
         VideoJob.objects.select_for_update(skip_locked=True)
         .filter(status=JobStatus.IN_QUEUE, input_ready_at__isnull=False, cancel_requested_at__isnull=True)
+        # Only a job whose LoRA adapters this worker's row says it holds.
+        .extra(where=[_LORAS_HELD], params=[held_lora_names(worker=worker)])
         .order_by("created_at", "id")
         .first()
     )

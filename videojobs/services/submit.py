@@ -26,6 +26,7 @@ from videojobs.net.safe_http import FetchPolicy, fetch_image_bytes
 from videojobs.net.addresses import parse_networks
 from videojobs.services import handoff
 from videojobs.services.events import end_jobs, record_event
+from videojobs.services.loras import choose_loras
 
 
 def _jsonb_merge(left: Any, right: Any) -> CombinedExpression:
@@ -85,11 +86,14 @@ def submit_job(
     it later, out of the request, and the job is claimable once it has. An upload is checked
     now only as far as its size in bytes and its header go (format, pixels: no pixel is decoded)
     and stored as it came. ``note`` starts the detail of the job's "submitted" event (e.g. what
-    it retries). Returns (job, created). Raises ImageInputError for an unusable upload,
+    it retries). Returns (job, created). Raises UnknownLora, ImageInputError for an unusable upload,
     WebhooksDisabled, IdempotencyConflict, OwnerLimit, QueueFull.
     """
     if (image_bytes is None) == (not image_url):
         raise ValueError("give exactly one of image_url and image_bytes")
+    # 0. The LoRA adapters: the job's own, or DEFAULT_LORAS; each held by some worker (UnknownLora).
+    params = {key: value for key, value in params.items() if key != "loras"} | (
+        {"loras": loras} if (loras := choose_loras(requested=params.get("loras"))) else {})
     # 1. The webhook_url under the image fetcher's address rules; the upload's byte cap and
     #    header. Both before any lock is taken (a lookup takes time); neither decodes a picture,
     #    so a refused submit (OwnerLimit, QueueFull) costs no decoding.

@@ -73,6 +73,7 @@ def update_worker(
     detail: str = "",
     job_done: bool = False,
     topology: dict[str, Any] | None = None,
+    loras: list[dict[str, Any]] | None = None,
 ) -> None:
     if state not in WorkerState.values:
         raise ValueError(f"unknown worker state {state!r}")
@@ -86,6 +87,8 @@ def update_worker(
         changes["jobs_done"] = F("jobs_done") + 1
     if topology is not None:
         changes["topology"] = topology
+    if loras is not None:
+        changes["loras"] = loras  # the adapters this worker holds: what jobs it may claim
     InferenceWorker.objects.filter(name=name).update(**changes)
 
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.http import QueryDict
 
 from videojobs import params as P
+from videojobs import selectors
 from videojobs.api.serializers import allowed_image_sizes
 
 NON_FIELD = "non_field_errors"
@@ -117,9 +118,20 @@ def inputs() -> list[Input]:
               hint=f"the preset's: {P.DISTILL_SOLVER} (Fast) or {P.SOLVER_DEFAULT} (Quality)"),
         Input("cache_method", "Step cache", "select", default="none", choices=P.CACHE_METHODS, advanced=True,
               hint="none, the attention cache, or the adaptive block cache (dbcache)"),
+        _lora_input(),
         Input("negative_prompt", "Negative prompt", "textarea", maxlength=P.NEGATIVE_PROMPT_MAX_CHARS,
               advanced=True, hint=f"up to {P.NEGATIVE_PROMPT_MAX_CHARS} characters; empty for Wan2.1's default"),
     ]
+
+
+def _lora_input() -> Input:
+    """The LoRA picker: the adapters the workers hold as suggestions, "name:scale" each."""
+    held = tuple(selectors.available_lora_names())
+    default = ",".join(f"{item['name']}:{item['scale']:g}" for item in settings.DEFAULT_LORAS) or "none"
+    return Input("loras", "LoRA adapters", "lora", choices=held, advanced=True,
+                 hint=f"name:scale, comma-separated, at most {P.LORAS_MAX}, scale {P.LORA_SCALE_MIN:g} to "
+                      f"{P.LORA_SCALE_MAX:g}; \"none\" for none; empty for the server's default ({default}). "
+                      f"Held: {', '.join(held) or 'none'}")
 
 
 def bound_inputs(*, values: QueryDict | None = None, errors: dict[str, list[str]] | None = None) -> dict[str, BoundInput]:

@@ -22,8 +22,18 @@ from videojobs.client import is_url
 _PARAMS = {
     "size": "image_size", "aspect": "aspect", "frames": "num_frames", "steps": "infer_steps", "seed": "seed",
     "guidance": "guidance_scale", "negative_prompt": "negative_prompt", "solver": "sample_solver",
-    "shift": "sample_shift", "cache_method": "cache_method", "cache_threshold": "cache_threshold",
+    "shift": "sample_shift", "cache_method": "cache_method", "cache_threshold": "cache_threshold", "loras": "loras",
 }
+
+
+def _lora_list(text: str) -> list[dict[str, Any]]:
+    """--loras "name:scale,name:scale" ("none": no adapter) as the API's list."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        return P.parse_lora_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -67,6 +77,9 @@ class Command(BaseCommand):
         job.add_argument("--shift", type=float, help=f"sample shift (default: {P.SHIFT_DEFAULT_480P:g} at 480p, {P.SHIFT_DEFAULT:g} at 720p)")
         job.add_argument("--cache-method", choices=P.CACHE_METHODS, help="step cache (default none)")
         job.add_argument("--cache-threshold", type=float, help=f"dbcache threshold (default {P.CACHE_THRESHOLD_DEFAULT})")
+        job.add_argument("--loras", type=_lora_list, metavar="NAME:SCALE,...",
+                         help="LoRA adapters the server holds (GET /loras), e.g. distill:1,style:0.6; none for none "
+                              "(default: the server's DEFAULT_LORAS)")
         job.add_argument("--idempotency-key", metavar="KEY",
                          help="resubmitting with the same key and body returns the same job (default: a fresh one)")
         follow = parser.add_argument_group("waiting")
