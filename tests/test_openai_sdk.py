@@ -142,3 +142,24 @@ def test_create_and_poll_to_completed_then_download_every_variant(sdk, settings,
     # The original API sees the same job, finished.
     job = VideoJob.objects.get(request_id=video.id.removeprefix("video_"))
     assert selectors.status_document(job=job)["results"]["frames"] == 33
+
+
+def test_loras_and_aspect_ride_along_as_extra_fields_through_the_sdk(sdk):
+    from videojobs import services
+
+    services.register_worker(name="w-loras", host="h", pid=1, world_size=1, topology={}, device="cpu", model="tiny")
+    services.update_worker(name="w-loras", state="idle", loras=[
+        {"name": name, "format": "wan", "rank": 4, "size_bytes": 1, "sha256": "0" * 12, "memory_bytes": 1}
+        for name in ("distill", "style.v2")])
+    client = sdk()
+    # The SDK sends extra_body's list of objects in a multipart form as loras[][name], loras[][scale].
+    video = client.videos.create(prompt=PROMPT, input_reference=png_file(), size="64x64", extra_body={
+        "loras": [{"name": "distill", "scale": 1.0}, {"name": "style.v2", "scale": -0.5}], "aspect": "auto",
+        "sample_solver": "distill"})
+    job = VideoJob.objects.get(request_id=video.id.removeprefix("video_"))
+    assert job.params["loras"] == [{"name": "distill", "scale": 1.0}, {"name": "style.v2", "scale": -0.5}]
+    assert (job.params["aspect"], job.params["sample_solver"], job.params["infer_steps"]) == ("auto", "distill", 4)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.videos.create(prompt=PROMPT, input_reference=png_file(), size="64x64",
+                             extra_body={"loras": [{"name": "nope", "scale": 1.0}]})
+    assert raised.value.param == "loras" and "distill" in raised.value.message

@@ -73,7 +73,9 @@ def submit_data(*, data, files, multipart: bool) -> tuple[dict[str, Any], dict[s
 
 
 def _without(data, names) -> Any:
-    """The form less OpenAI's fields; a list the SDK sent as ``name[]`` fields under ``name``."""
+    """The form less OpenAI's fields; a list the SDK sent as ``name[]`` fields under ``name``,
+    and ``loras`` sent as objects (``loras[][name]``, ``loras[][scale]``) as /video/submit's
+    form text ``name:scale,...``."""
     copy = data.copy()
     for name in list(copy):
         if name in names or name.startswith("input_reference["):
@@ -81,7 +83,22 @@ def _without(data, names) -> Any:
         elif name.endswith("[]"):
             copy.setlist(name[:-2], copy.getlist(name))
             del copy[name]
+    if any(name.startswith("loras[][") for name in copy):
+        copy["loras"] = _lora_form_text(copy)
     return copy
+
+
+def _lora_form_text(form) -> str:
+    """The SDK's multipart spelling of ``extra_body={"loras": [{"name", "scale"}, ...]}``: one
+    ``loras[][name]`` and one ``loras[][scale]`` per object, in order (taken out of ``form``)."""
+    names, scales = form.getlist("loras[][name]"), form.getlist("loras[][scale]")
+    unknown = sorted(key for key in form if key.startswith("loras[][") and key not in ("loras[][name]", "loras[][scale]"))
+    for key in ("loras[][name]", "loras[][scale]", *unknown):
+        form.pop(key, None)
+    if unknown or (scales and len(scales) != len(names)):
+        raise serializers.ValidationError({"loras": ['each LoRA needs a "name" and, in a form, a "scale" too '
+                                                     '(or send loras as JSON, or as "name:scale,..." text)']})
+    return ",".join(f"{name}:{scale}" for name, scale in zip(names, scales or [""] * len(names)))
 
 
 def _multipart_reference(data, files) -> Any:
