@@ -313,3 +313,18 @@ def test_the_admin_shows_deleted_and_remixed_videos(api, admin_client, settings)
     api.delete(f"/v1/videos/{source.request_id}")
     deleted = admin_client.get("/admin/videojobs/videojob/", {"deleted_at__isnull": "False"}).content.decode()
     assert source.request_id in deleted and remixed.request_id not in deleted
+
+
+def test_a_running_video_deleted_before_it_sees_the_cancel_is_not_kept_when_it_finishes(api):
+    from videojobs import services
+
+    job = make_ready_job(owner="")
+    claimed = services.claim_next_job(worker="w1")
+    assert claimed is not None and claimed.pk == job.pk
+    assert api.delete(f"/v1/videos/{video_id(job.request_id)}").json()["deleted"] is True
+    # The daemon finishes the attempt before its next step would have seen the cancel.
+    assert services.complete_job(job_id=job.pk, attempt=claimed.attempt, result={"video": "x.mp4"},
+                                 timings={"denoising": 1.0}) is False  # False: the daemon drops the video
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.result == {} and job.deleted_at is not None
+    assert api.get(f"/v1/videos/{video_id(job.request_id)}").status_code == 404

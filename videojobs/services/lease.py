@@ -101,7 +101,15 @@ def _progress_milestone(step: int | None, total: int | None) -> bool:
 
 @transaction.atomic
 def complete_job(*, job_id: int, attempt: int, result: dict[str, Any], timings: dict[str, float]) -> bool:
-    return bool(end_jobs(_fenced(job_id, attempt), status=JobStatus.SUCCEED, now=timezone.now(), reason="",
+    """The daemon finished the attempt: Succeed. False when the attempt is no longer the job's
+    (the daemon then drops the video), and for a job deleted (DELETE /v1/videos) while it ran
+    and finished before it saw the cancel: it ends Cancelled, as its delete asked, and no video
+    of it is kept."""
+    now = timezone.now()
+    if end_jobs(_fenced(job_id, attempt).filter(deleted_at__isnull=False), status=JobStatus.CANCELLED, now=now,
+                reason=CANCELLED_REASON, timings=timings):
+        return False
+    return bool(end_jobs(_fenced(job_id, attempt), status=JobStatus.SUCCEED, now=now, reason="",
                          phase=JobPhase.DONE, result=result, timings=timings, progress_step=F("progress_total")))
 
 
