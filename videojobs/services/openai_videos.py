@@ -16,7 +16,7 @@ from videojobs.errors import InputGone, JobNotFound
 from videojobs.models import UNFINISHED_STATUSES, VideoJob
 from videojobs.previews import remove_previews
 from videojobs.services.cancel import request_cancel
-from videojobs.services.submit import drop_upload, mark_input_ready, store_input, submit_job, upload_path
+from videojobs.services.submit import adopt_checked_input, drop_upload, submit_job, upload_path
 
 event_log = logging.getLogger("videojobs.events")
 
@@ -93,9 +93,7 @@ def remix_job(*, request_id: str, owner: str, prompt: str) -> VideoJob:
     )
     VideoJob.objects.filter(pk=job.pk).update(remixed_from=source.request_id)
     if ready is not None:
-        relative = store_input(request_id=job.request_id, data=ready)
-        mark_input_ready(job_id=job.pk, image_path=str(relative), sha256=source.input_sha256)
-        drop_upload(request_id=job.request_id)
+        adopt_checked_input(job=job, data=ready, sha256=source.input_sha256)
     job.refresh_from_db()
     return job
 

@@ -16,7 +16,7 @@ from videojobs.previews import remove_previews
 from videojobs.services import handoff
 from videojobs.services.events import back_in_queue, record_event
 from videojobs.services.retention import expired_result
-from videojobs.services.submit import drop_upload, mark_input_ready, store_input, submit_job
+from videojobs.services.submit import adopt_checked_input, submit_job
 
 
 @transaction.atomic
@@ -84,11 +84,7 @@ def retry_as_new_job(*, job_id: int) -> VideoJob:
         note=f"retry of {source.request_id} by an operator",
     )
     if image_bytes is not None:
-        # The image the source fetched or uploaded, checked and normalised; its prepare_input
-        # task then finds it ready. The copy submit_job stored as an upload is not needed.
-        relative = store_input(request_id=job.request_id, data=image_bytes)
-        mark_input_ready(job_id=job.pk, image_path=str(relative), sha256=source.input_sha256)
-        drop_upload(request_id=job.request_id)
+        adopt_checked_input(job=job, data=image_bytes, sha256=source.input_sha256)  # fetched or uploaded, checked
     job.refresh_from_db()
     return job
 

@@ -291,6 +291,16 @@ def mark_input_ready(*, job_id: int, image_path: str, sha256: str, output_size: 
 
 
 @transaction.atomic
+def adopt_checked_input(*, job: VideoJob, data: bytes, sha256: str) -> None:
+    """A new job (a retry, a remix) reuses another job's input image, already checked and
+    normalised: stored under the new job's name and marked ready, so its prepare_input task finds
+    nothing to do; the copy submit_job kept as an upload is not needed."""
+    relative = store_input(request_id=job.request_id, data=data)
+    mark_input_ready(job_id=job.pk, image_path=str(relative), sha256=sha256)
+    drop_upload(request_id=job.request_id)
+
+
+@transaction.atomic
 def fail_input(*, job_id: int, code: str, reason: str) -> bool:
     jobs = VideoJob.objects.filter(pk=job_id, status=JobStatus.IN_QUEUE)
     return bool(end_jobs(jobs, status=JobStatus.FAILED, now=timezone.now(), reason=reason, error_code=code))
