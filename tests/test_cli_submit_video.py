@@ -387,13 +387,13 @@ def test_cli_uploads_a_local_image_follows_a_moving_bar_and_saves_a_playable_vid
     with service(env, log):
         wait_for(lambda: healthy(base), timeout=120, interval=0.5, what="/health 200", log=log)
         result = subprocess.run(
-            [sys.executable, "manage.py", "submit_video", "--server", base, *job_args(image)[:-2], "--steps", "20",
+            [sys.executable, "manage.py", "submit_video", "--server", base, *job_args(image)[:-2], "--steps", "100",
              "--seed", "7", "--wait", "--poll", "0.1", "--output", str(output)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
         )
     assert result.returncode == 0, result.stderr + log.read_text(errors="replace")[-3000:]
     assert result.stdout == f"{output}\n"
-    steps = {int(s) for s in re.findall(r"denoising step (\d+)/20", result.stderr)}
+    steps = {int(s) for s in re.findall(r"denoising step (\d+)/100", result.stderr)}
     percentages = {int(p) for p in re.findall(r"(\d+)%\|", result.stderr)}
     assert len(steps) >= 2 and len(percentages) >= 4 and 100 in percentages, result.stderr
     assert len(imageio.mimread(output)) == 25
