@@ -1,9 +1,9 @@
 """COMPILE=1 with LoRA adapters, in a process of its own (tests/test_lora_compile.py runs it).
 
-    python tests/lora_compile_check.py CKPT LORA_DIR  -> one JSON line
+    python tests/lora_compile_check.py CKPT LORA_DIR [DIT_QUANT]  -> one JSON line
 
 Loads the components compiled (warmed up for the job's shape) and eager, both with the adapters
-in LORA_DIR, runs jobs that change the adapters and their scales, and reports how many graphs
+in LORA_DIR (on a DiT quantized as DIT_QUANT says, default none), runs jobs that change the adapters and their scales, and reports how many graphs
 dynamo compiled after the warm-up and how far the compiled frames are from the eager ones.
 """
 from __future__ import annotations
@@ -29,11 +29,12 @@ JOBS = [[], [("style", 1.0)], [("style", 0.3), ("other", 1.0)], [("other", -0.5)
 
 def main() -> None:
     ckpt, lora_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    dit_quant = sys.argv[3] if len(sys.argv) > 3 else "none"
     ctx = ParallelContext.single(resolve_device("cpu"))
-    compiled = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device, lora_dir=lora_dir,
+    compiled = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device, lora_dir=lora_dir, dit_quant=dit_quant,
                                            compile_shapes=[(64, 64, 9)]), ctx)
     graphs_after_warmup = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    eager = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device, lora_dir=lora_dir), ctx)
+    eager = load_components(LoadOptions(ckpt_dir=ckpt, device=ctx.device, lora_dir=lora_dir, dit_quant=dit_quant), ctx)
     differences, frames = [], []
     for loras in JOBS:
         ours = generate(compiled, tiny_request(loras=loras), ctx=ctx).frames

@@ -1,4 +1,5 @@
-"""COMPILE=1 with LoRA adapters: changing adapters or scales between jobs compiles nothing."""
+"""COMPILE=1 with LoRA adapters, on a float32 DiT and on an int8 one (DIT_QUANT): changing
+adapters or scales between jobs compiles nothing."""
 from __future__ import annotations
 
 import json
@@ -16,13 +17,14 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def report(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:  # noqa: F811
+@pytest.fixture(scope="module", params=["none", "int8"])
+def report(request: pytest.FixtureRequest, tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:  # noqa: F811
     folder = tmp_path_factory.mktemp("lora-compile")
     write_lora(folder, "style", random_deltas(tiny_ckpt, seed=4), "wan")
     write_lora(folder, "other", random_deltas(tiny_ckpt, seed=5, rank=4), "kohya")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "lora_compile_check.py"), str(tiny_ckpt), str(folder)],
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "lora_compile_check.py"), str(tiny_ckpt), str(folder),
+                             request.param],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
