@@ -208,6 +208,9 @@ T5_QUANT = env.choice("T5_QUANT", "none", ("none", "int8"))
 # DEFAULT_LORAS ("name:scale,...") applies to every job that sends no `loras` of its own.
 LORA_DIR = Path(env.string("LORA_DIR", str(VAR_DIR / "loras")))
 DEFAULT_LORAS = env.loras("DEFAULT_LORAS")
+# A queued job whose adapters no loaded worker holds (its daemon restarted without them) fails
+# after this long, while some worker is loaded to judge by; it never waits for ever.
+LORA_WAIT_SECONDS = env.integer("LORA_WAIT_SECONDS", 900, minimum=60)
 INFERENCE_NPROC = env.integer("INFERENCE_NPROC", 1, minimum=1, maximum=64)
 # One daemon group across several hosts (torchrun --nnodes): every host runs the supervisor
 # (or torchrun) with the same NNODES, MASTER_ADDR and MASTER_PORT and its own NODE_RANK.

@@ -57,6 +57,8 @@ class ErrorCode(StrEnum):
     INFERENCE_ERROR = "INFERENCE_ERROR"
     OUTPUT_UNWRITABLE = "OUTPUT_UNWRITABLE"
     DISK_FULL = "DISK_FULL"
+    # A queued job whose LoRA adapters no loaded worker holds, past LORA_WAIT_SECONDS (a sweep).
+    LORA_UNAVAILABLE = "LORA_UNAVAILABLE"
     # A job a client cancelled (the /v1 Video object's error.code; the original API says Cancelled).
     CANCELLED = "CANCELLED"
     # The server.

@@ -12,6 +12,7 @@ def sweep_definitions() -> dict[str, int]:
         "videojobs.tasks.mark_lost_workers": 1,
         "videojobs.tasks.fail_timed_out_jobs": 1,
         "videojobs.tasks.requeue_stale_inputs": 5,
+        "videojobs.tasks.fail_jobs_without_lora_holder": 1,
         "videojobs.tasks.enforce_output_quota": cleanup_minutes,
         "videojobs.tasks.purge_finished_jobs": 60,
         "videojobs.tasks.deliver_due_webhooks": 1,

@@ -25,6 +25,10 @@ def fail_timed_out_jobs() -> int:
     return services.fail_timed_out_jobs()
 
 
+def fail_jobs_without_lora_holder() -> int:
+    return services.fail_jobs_without_lora_holder()
+
+
 def requeue_stale_inputs() -> int:
     return services.requeue_stale_inputs()
 

@@ -39,6 +39,7 @@ from videojobs.services.retention import EXPIRED_REASON, enforce_output_quota, p
 from videojobs.services.submit import fail_input, mark_input_ready, prepare_job_input, request_fingerprint, submit_job
 from videojobs.services.sweeps import (
     RescueReport,
+    fail_jobs_without_lora_holder,
     fail_timed_out_jobs,
     mark_lost_workers,
     requeue_stale_inputs,
@@ -57,7 +58,7 @@ from videojobs.services.workers import record_worker_resources
 __all__ = [
     "CANCELLED_REASON", "EXPIRED_REASON", "OPERATOR_DELETED_REASON", "READY_CHANNEL", "RescueReport",
     "claim_next_job", "complete_job", "delete_job", "delete_job_output", "deliver_due_webhooks", "deliver_webhook", "end_jobs",
-    "enforce_output_quota", "fail_input", "fail_job", "fail_timed_out_jobs", "finish_cancelled_job", "heartbeat",
+    "enforce_output_quota", "fail_input", "fail_job", "fail_jobs_without_lora_holder", "fail_timed_out_jobs", "finish_cancelled_job", "heartbeat",
     "is_cancel_requested", "mark_input_ready", "mark_lost_workers", "prepare_job_input", "purge_finished_jobs",
     "queue_webhook", "record_event", "record_worker_resources", "redact_paths", "redeliver_webhook", "register_worker",
     "release_job", "remix_job",

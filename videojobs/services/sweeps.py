@@ -110,3 +110,35 @@ def requeue_stale_inputs(*, older_than_seconds: int = 600) -> int:
         VideoJob.objects.filter(pk=job_id).update(updated_at=timezone.now())
         handoff.enqueue_prepare_input(job_id)
     return len(stale)
+
+
+@transaction.atomic
+def fail_jobs_without_lora_holder(*, now: datetime | None = None) -> int:
+    """Sweep: ready jobs waiting longer than LORA_WAIT_SECONDS for LoRA adapters that no worker
+    holds (every adapter of a job on one worker: a job runs on one daemon group) fail with
+    LORA_UNAVAILABLE. Judged only while some worker has loaded (idle or busy): with none up, a job
+    waits as every job does. A loading worker's row still lists what it held before its restart,
+    and counts as a holder."""
+    now = now or timezone.now()
+    workers = dict(InferenceWorker.objects.filter(
+        state__in=[WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY]).values_list("name", "state"))
+    if not any(state != WorkerState.LOADING for state in workers.values()):
+        return 0
+    holders = [{entry["name"] for entry in held or []}
+               for held in InferenceWorker.objects.filter(name__in=workers).values_list("loras", flat=True)]
+    cutoff = now - timedelta(seconds=settings.LORA_WAIT_SECONDS)
+    waiting = VideoJob.objects.select_for_update(skip_locked=True).filter(
+        status=JobStatus.IN_QUEUE, input_ready_at__lt=cutoff, params__loras__0__name__isnull=False)
+    failed = 0
+    for job in waiting:
+        wanted = {str(item["name"]) for item in job.params["loras"]}
+        if any(wanted <= held for held in holders):
+            continue
+        held_now = sorted(set().union(*holders)) or ["none"]
+        failed += end_jobs(VideoJob.objects.filter(pk=job.pk, status=JobStatus.IN_QUEUE), status=JobStatus.FAILED,
+                           now=now, error_code=ErrorCode.LORA_UNAVAILABLE,
+                           reason=f"no inference worker holds the LoRA adapters {', '.join(sorted(wanted))} together "
+                                  f"(held now: {', '.join(held_now)}); the job waited {settings.LORA_WAIT_SECONDS} s")
+    if failed:
+        logger.warning("%d queued jobs failed: no worker holds their LoRA adapters", failed)
+    return failed
