@@ -18,10 +18,13 @@ import torch
 
 from inference.devices import DeviceSpec
 from inference.quant.modes import FP8, INT8, NONE, QuantizationError, check_device
+from inference.quant.npu import KERNEL_NAME as NPU_KERNEL
+from inference.quant.npu import adopt_int8_tensors, quantize_module_npu
 
 logger = logging.getLogger(__name__)
 
 LORA_MARK = "lora_"
+TORCHAO = "torchao"
 
 
 def cuda_capability(device: DeviceSpec) -> tuple[int, int] | None:
@@ -48,13 +51,18 @@ def block_linear_filter(block_prefix: str):
     return keep
 
 
-def quantize_module(model: torch.nn.Module, mode: str, *, block_prefix: str) -> int:
-    """Convert model's block Linear weights in place; returns how many layers were converted."""
+def quantize_module(model: torch.nn.Module, mode: str, *, block_prefix: str, kernel: str = TORCHAO) -> int:
+    """Convert model's block Linear weights in place; returns how many layers were converted.
+    ``kernel``: torchao's tensors, or (int8 on an NPU) torch_npu's weight-quantized matmul."""
     # 1. Count first: a model without such layers is a wiring error, never a silent no-op.
     keep = block_linear_filter(block_prefix)
     targets = [name for name, module in model.named_modules() if keep(module, name)]
     if not targets:
         raise ValueError(f"{type(model).__name__} has no Linear layer under {block_prefix!r} to quantize")
+    if kernel == NPU_KERNEL:
+        if mode != INT8:
+            raise QuantizationError(f"{mode} has no NPU kernel here; the NPU runs int8 ({NPU_KERNEL})")
+        return quantize_module_npu(model, keep)
     # 2. The Linear weight (out, in) becomes a torchao tensor: int8 data (out, in) + scales (out,).
     from torchao.quantization import quantize_
 
@@ -81,13 +89,27 @@ def quantize_components(
         raise QuantizationError(f"DIT_QUANT=fp8 needs a bfloat16 DiT (torchao's per-row FP8 takes bf16 weights); "
                                 f"DIT_DTYPE gives {transformer.dtype}")
     # 2. The DiT's blocks, then T5's (T5_CPU: on the host, where int8 runs too; absent on ranks > 0).
+    #    On an NPU, int8 runs on torch_npu's own kernel (no NPU build of torchao exists).
+    dit_kernel = NPU_KERNEL if device.kind == "npu" else TORCHAO
+    t5_kernel = NPU_KERNEL if device.kind == "npu" and not _on_host(text_encoder) else TORCHAO
     if dit_mode != NONE and not dit_prequantized:
-        layers = quantize_module(transformer, dit_mode, block_prefix="blocks.")
-        logger.info("DiT quantized to %s: %d Linear layers", dit_mode, layers)
+        layers = quantize_module(transformer, dit_mode, block_prefix="blocks.", kernel=dit_kernel)
+        logger.info("DiT quantized to %s with %s: %d Linear layers", dit_mode, dit_kernel, layers)
+    elif dit_prequantized and dit_kernel == NPU_KERNEL:  # the stored int8 rows, onto torch_npu's kernel
+        layers = adopt_int8_tensors(transformer, block_linear_filter("blocks."))
+        logger.info("pre-quantized DiT on %s: %d Linear layers", dit_kernel, layers)
     if t5_mode != NONE and text_encoder is not None:
-        layers = quantize_module(text_encoder, t5_mode, block_prefix="encoder.block.")
-        logger.info("T5 quantized to %s: %d Linear layers", t5_mode, layers)
+        layers = quantize_module(text_encoder, t5_mode, block_prefix="encoder.block.", kernel=t5_kernel)
+        logger.info("T5 quantized to %s with %s: %d Linear layers", t5_mode, t5_kernel, layers)
     report = {"dit": dit_mode, "t5": t5_mode}
     if dit_prequantized:
         report["dit_checkpoint"] = "pre-quantized"
+    if device.kind == "npu":  # which kernel each quantized model runs on (T5_CPU: torchao on the host)
+        report["kernels"] = {"dit": dit_kernel if dit_mode != NONE else NONE, "t5": t5_kernel if t5_mode != NONE else NONE}
     return report
+
+
+def _on_host(model: torch.nn.Module | None) -> bool:
+    """Whether a loaded model sits in host memory (T5_CPU) rather than on the accelerator."""
+    first = next(model.parameters(), None) if model is not None else None
+    return first is not None and first.device.type == "cpu"

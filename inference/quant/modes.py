@@ -4,7 +4,8 @@
 start, after loading and before sharding and compilation (``inference.quant.apply``):
 
 - int8: torchao's INT8 weight-only (per-channel symmetric weights, activations stay in the
-  model's dtype). Runs wherever torch runs, the CPU included.
+  model's dtype). Runs wherever torch runs, the CPU included; on an NPU, torch_npu's own
+  weight-quantized matmul with the same rows (``inference.quant.npu``).
 - fp8: torchao's FP8 dynamic activation + FP8 weight (e4m3, per-row scales), torch._scaled_mm.
   Needs a CUDA GPU of compute capability 8.9 or above (Ada, Hopper, Blackwell).
 
