@@ -176,6 +176,23 @@ def _load_text_encoder(ckpt_dir: Path, dtype: torch.dtype, ctx: ParallelContext)
     return _frozen(UMT5EncoderModel.from_pretrained(folder, dtype=dtype, local_files_only=True), ctx.device.torch_device)
 
 
+def _load_dit_with_adapters(ckpt_dir: Path, options: LoadOptions, dtype: torch.dtype,
+                            ctx: ParallelContext) -> tuple[WanTransformer3DModel, list[AdapterFile], bool]:
+    """The DiT with every LoRA adapter of LORA_DIR injected, and whether it was stored pre-quantized.
+
+    The adapters go in before anything shards, quantizes or compiles the DiT. A DiT stored
+    pre-quantized (LightX2V's int8 format) loads as it is stored, and gets its adapters after."""
+    config = WanTransformer3DModel.load_config(ckpt_dir / "transformer")
+    adapters = read_adapters(options.lora_dir, image_dim=config.get("image_dim"))
+    prequantized = check_prequantized(ckpt_dir / "transformer", options.dit_quant) is not None
+    if prequantized:
+        transformer = load_prequantized_transformer(ckpt_dir / "transformer", dtype, ctx.device.torch_device)
+        inject(transformer, adapters)
+    else:
+        transformer = _load_transformer(ckpt_dir, dtype, ctx, adapters)
+    return transformer, adapters, prequantized
+
+
 def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents:
     """Load every component of the checkpoint onto this rank as the topology places it."""
     # 1. Fail fast, with one readable line, before spending minutes on the weights.
@@ -189,16 +206,8 @@ def load_components(options: LoadOptions, ctx: ParallelContext) -> WanComponents
     device = ctx.device.torch_device
     started = time.perf_counter()
 
-    # 2. The neural components, each in its own dtype. Wan keeps the VAE and CLIP in fp32. The LoRA
-    # adapters go into the DiT before anything shards, quantizes or compiles it. A DiT stored
-    # pre-quantized (LightX2V's int8 format) loads as it is stored, and gets its adapters after.
-    adapters = read_adapters(options.lora_dir, image_dim=WanTransformer3DModel.load_config(ckpt_dir / "transformer").get("image_dim"))
-    prequantized = check_prequantized(ckpt_dir / "transformer", options.dit_quant) is not None
-    if prequantized:
-        transformer = load_prequantized_transformer(ckpt_dir / "transformer", dtypes["transformer"], device)
-        inject(transformer, adapters)
-    else:
-        transformer = _load_transformer(ckpt_dir, dtypes["transformer"], ctx, adapters)
+    # 2. The neural components, each in its own dtype (LoRA adapters in the DiT).
+    transformer, adapters, prequantized = _load_dit_with_adapters(ckpt_dir, options, dtypes["transformer"], ctx)
     text_encoder = _load_text_encoder(ckpt_dir, dtypes["text_encoder"], ctx)
     vae = AutoencoderKLWan.from_pretrained(ckpt_dir, subfolder="vae", torch_dtype=dtypes["vae"], local_files_only=True)
     image_encoder = CLIPVisionModel.from_pretrained(
