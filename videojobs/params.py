@@ -150,17 +150,25 @@ LORA_SCALE_MIN, LORA_SCALE_MAX, LORA_SCALE_DEFAULT = -2.0, 2.0, 1.0
 LORA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
+def lora_text_items(text: str) -> list[tuple[str, str]]:
+    """The one reading of the "name:scale,name:scale" text (DEFAULT_LORAS, a form field, the CLI):
+    (name, scale text) per entry, both stripped; the scale text is "" where it was left out."""
+    items = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, scale_text = item.partition(":")
+        items.append((name.strip(), scale_text.strip()))
+    return items
+
+
 def parse_lora_list(text: str) -> list[dict[str, object]]:
     """"distill:1.0,style:0.6" (scale 1.0 when left out) -> [{"name", "scale"}, ...];
     ValueError naming the first bad entry (name, scale, range, count, repeat)."""
     loras: list[dict[str, object]] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, scale_text = item.partition(":")
-        name = name.strip()
+    for name, scale_text in lora_text_items(text):
         if not re.match(LORA_NAME_PATTERN, name):
             raise ValueError(f"bad LoRA name {name!r} (letters, digits, '.', '_', '-')")
         try:
-            scale = float(scale_text) if scale_text.strip() else LORA_SCALE_DEFAULT
+            scale = float(scale_text) if scale_text else LORA_SCALE_DEFAULT
         except ValueError:
             raise ValueError(f"bad scale {scale_text!r} for LoRA {name}") from None
         if not math.isfinite(scale) or not LORA_SCALE_MIN <= scale <= LORA_SCALE_MAX:

@@ -287,11 +287,10 @@ def _form_loras(text: str) -> list[dict]:
     loras: list[dict] = []
     if text.strip().lower() in ("none", "[]"):
         return loras
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, scale = item.partition(":")
-        entry: dict = {"name": name.strip()}
-        if scale.strip():
-            entry["scale"] = _typed(StrictFloatField(), scale.strip())
+    for name, scale in P.lora_text_items(text):
+        entry: dict = {"name": name}
+        if scale:
+            entry["scale"] = _typed(StrictFloatField(), scale)
         loras.append(entry)
     return loras
 
