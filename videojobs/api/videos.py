@@ -1,9 +1,6 @@
 """GET /videos/<requestId>.mp4: a finished job's video, for its owner (410 once deleted)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from django.conf import settings
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -28,9 +25,9 @@ class VideoFileView(APIView):
             job = selectors.get_job(request_id=request_id, owner=owner)
         except VideoJob.DoesNotExist:
             raise JobNotFound(request_id) from None
-        path = Path(settings.OUTPUT_DIR) / f"{job.request_id}.mp4"  # the URL may name it video_<requestId>
+        path = selectors.video_path(job=job)  # the URL may name it video_<requestId>
         if not path.is_file():
-            reason = selectors.expired_video_reason(request_id=request_id, owner=owner)
+            reason = selectors.expired_video_reason(job=job)
             if reason is not None:
                 return Response(error_body(ErrorCode.GONE, reason), status=status.HTTP_410_GONE)
             return Response(error_body(ErrorCode.NOT_FOUND, "the job has no video"), status=404)

@@ -158,9 +158,9 @@ def _epoch(value) -> float | None:
     return round(value.timestamp(), 3) if value else None
 
 
-def expired_video_reason(*, request_id: str, owner: str) -> str | None:
-    """Why a finished job's video is gone (the disk quota deleted it), or None."""
-    result = jobs_by_request_id(request_id=request_id, owner=owner).values_list("result", flat=True).first() or {}
+def expired_video_reason(*, job: VideoJob) -> str | None:
+    """Why a finished job's video is gone (the disk quota or an operator deleted it), or None."""
+    result = job.result or {}
     return result.get("expired_reason") if result.get("expired") else None
 
 

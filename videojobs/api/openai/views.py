@@ -155,8 +155,8 @@ def _video_file(job: VideoJob) -> Path:
         raise JobRefused(f"video {V.video_id(job.request_id)} failed ({job.reason or job.status}); it has no content",
                          code=ErrorCode.NO_VIDEO, status=409)
     path = selectors.video_path(job=job)
-    if (job.result or {}).get("expired") or not path.is_file():
-        raise _expired(job, (job.result or {}).get("expired_reason") or "the video file is gone")
+    if not selectors.has_video(job=job) or not path.is_file():
+        raise _expired(job, selectors.expired_video_reason(job=job) or "the video file is gone")
     return path
 
 
