@@ -50,11 +50,8 @@ class MemoryReport:
 
 
 def publish_weights(runtime: Runtime, worker_name: str, components: WanComponents) -> MemoryReport:
-    """At start, after loading: each rank logs its weight bytes; rank 0 publishes them for all."""
-    gib = 1024**3
-    logger.info("rank %d weights (GiB): %s; quantization %s", runtime.rank,
-                ", ".join(f"{name} {size / gib:.3f}" for name, size in components.held_bytes.items()),
-                components.quantization)
+    """At start, after loading (whose log line gave each rank's weight bytes already): rank 0
+    publishes every rank's."""
     report = MemoryReport(runtime, worker_name, components)
     report.publish()
     return report

@@ -278,6 +278,6 @@ def _log_memory(components: WanComponents, ctx: ParallelContext, seconds: float)
     device = memory_stats(ctx.device).get("max_allocated_bytes")
     device_text = f"{device / gib:.2f} GiB" if device is not None else "n/a (cpu)"
     logger.info(
-        "rank %d loaded in %.1f s: parameters held (GiB) %s; peak host RSS %.2f GiB; peak device %s",
-        ctx.rank, seconds, held, host_peak / gib, device_text,
+        "rank %d loaded in %.1f s: parameters held (GiB) %s; quantization %s; peak host RSS %.2f GiB; peak device %s",
+        ctx.rank, seconds, held, components.quantization, host_peak / gib, device_text,
     )

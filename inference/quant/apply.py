@@ -17,13 +17,13 @@ from typing import Any
 import torch
 
 from inference.devices import DeviceSpec
+from inference.lora.inject import LORA_MARK
 from inference.quant.modes import FP8, INT8, NONE, QuantizationError, check_device
 from inference.quant.npu import KERNEL_NAME as NPU_KERNEL
 from inference.quant.npu import adopt_int8_tensors, quantize_module_npu
 
 logger = logging.getLogger(__name__)
 
-LORA_MARK = "lora_"
 TORCHAO = "torchao"
 
 
