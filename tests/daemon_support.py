@@ -17,6 +17,23 @@ from django.db import connection
 from videojobs.models import VideoJob
 
 ROOT = Path(__file__).resolve().parent.parent
+# A job the tiny model runs in seconds.
+SMALL_JOB = {"image_size": "64*64", "num_frames": 25, "infer_steps": 20, "guidance_scale": 3.0,
+             "sample_solver": "unipc", "sample_shift": 5.0, "seed": 3}
+
+
+def ready_small_job(**params) -> VideoJob:
+    """SMALL_JOB (with ``params`` over it) submitted through the service, its input prepared as
+    the qcluster task would: an 80x60 PNG stored and the job marked ready for a daemon to claim."""
+    from tests.conftest import make_job, png_bytes
+    from videojobs import services
+
+    job = make_job(params={**SMALL_JOB, **params})
+    target = Path(settings.MEDIA_ROOT) / "inputs" / f"{job.request_id}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(png_bytes(80, 60))
+    services.mark_input_ready(job_id=job.pk, image_path=f"inputs/{job.request_id}.png", sha256="0" * 64)
+    return job
 
 
 def database_url_for_tests() -> str:

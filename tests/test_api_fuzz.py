@@ -162,6 +162,18 @@ def jobs_in_every_state(settings, owner: str) -> list[str]:
     return [job.request_id for job in (*jobs, input_failed, cancelled)]
 
 
+def _answers_held_to_the_schema(cases, live_server, headers) -> set[tuple[str, int]]:
+    """Call every case, check each answer against the schema; the (operation, status) pairs seen.
+    The schema's security is production's: where keys are not required, anonymous calls pass."""
+    excluded = [] if headers else [ignored_auth]
+    statuses = set()
+    for case in cases:
+        response = case.call(base_url=live_server.url, headers=headers)
+        case.validate_response(response, checks=CHECKS, excluded_checks=excluded, headers=headers)
+        statuses.add((case.operation.label, response.status_code))
+    return statuses
+
+
 @pytest.fixture(params=["api key", "anonymous"])
 def caller(request, settings) -> tuple[str, dict]:
     """(owner, headers): a key where keys are required (production), nobody where they are not."""
@@ -184,13 +196,7 @@ def test_jobs_in_every_state_answer_as_the_schema_says(live_server, settings, ca
             schema["/videos/{request_id}.mp4"]["GET"].Case(path_parameters={"request_id": request_id}),
             schema["/video/cancel"]["POST"].Case(body={"requestId": request_id}, media_type="application/json"),
         ]
-    # The schema's security is production's: where keys are not required, anonymous calls pass.
-    excluded = [] if headers else [ignored_auth]
-    statuses = set()
-    for case in cases:
-        response = case.call(base_url=live_server.url, headers=headers)
-        case.validate_response(response, checks=CHECKS, excluded_checks=excluded, headers=headers)
-        statuses.add((case.operation.label, response.status_code))
+    statuses = _answers_held_to_the_schema(cases, live_server, headers)
     # Each kind of answer was reached: a document, a list, a download, a deleted video, both cancels.
     assert {("GET /video/{request_id}", 200), ("POST /video/status", 200), ("GET /video/jobs", 200),
             ("GET /videos/{request_id}.mp4", 200), ("GET /videos/{request_id}.mp4", 410),
@@ -214,12 +220,7 @@ def test_videos_in_every_state_answer_v1_as_the_schema_says(live_server, setting
         path_parameters={"video_id": request_ids[1]}, body={"prompt": "the same scene, at night"},
         media_type="application/json"),
         schema["/v1/videos/{video_id}"]["DELETE"].Case(path_parameters={"video_id": request_ids[1]})]
-    excluded = [] if headers else [ignored_auth]
-    statuses = set()
-    for case in cases:
-        response = case.call(base_url=live_server.url, headers=headers)
-        case.validate_response(response, checks=CHECKS, excluded_checks=excluded, headers=headers)
-        statuses.add((case.operation.label, response.status_code))
+    statuses = _answers_held_to_the_schema(cases, live_server, headers)
     assert {("GET /v1/videos/{video_id}", 200), ("GET /v1/videos/{video_id}/content", 200),
             ("GET /v1/videos/{video_id}/content", 409), ("GET /v1/videos/{video_id}/content", 410),
             ("POST /v1/videos/{video_id}/remix", 200), ("DELETE /v1/videos/{video_id}", 200),

@@ -14,31 +14,20 @@ import numpy as np
 import pytest
 
 from inference.video import probe_mp4
-from tests.conftest import make_job, png_bytes
-from tests.daemon_support import daemon_argv, finished, job_state, running, service_env, wait_for
+from tests.conftest import png_bytes
+from tests.daemon_support import SMALL_JOB as SMALL
+from tests.daemon_support import daemon_argv, finished, job_state, ready_small_job, running, service_env, wait_for
 from videojobs import selectors, services
 from videojobs.models import InferenceWorker, JobStatus
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-SMALL = {"image_size": "64*64", "num_frames": 25, "infer_steps": 20, "guidance_scale": 3.0,
-         "sample_solver": "unipc", "sample_shift": 5.0, "seed": 3}
 
 
 @pytest.fixture
 def ready_job(settings):
     """Submit a job through the service and prepare its input as the qcluster task would."""
     settings.MAX_CONCURRENT_TASKS = 50
-
-    def make(**params):
-        job = make_job(params={**SMALL, **params})
-        target = Path(settings.MEDIA_ROOT) / "inputs" / f"{job.request_id}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(png_bytes(80, 60))
-        services.mark_input_ready(job_id=job.pk, image_path=f"inputs/{job.request_id}.png", sha256="0" * 64)
-        return job
-
-    return make
+    return ready_small_job
 
 
 def http_json(url: str, payload: dict | None = None) -> tuple[int, dict]:

@@ -1,29 +1,14 @@
 """The daemon with LORA_DIR: its row reports the adapters it loaded, and a LoRA job runs end to end."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import make_job, png_bytes
-from tests.daemon_support import daemon_argv, finished, running, service_env, wait_for
+from tests.daemon_support import daemon_argv, finished, ready_small_job, running, service_env, wait_for
 from tests.lora_support import random_deltas, write_lora
-from videojobs import selectors, services
+from videojobs import selectors
 from videojobs.models import InferenceWorker, JobStatus
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-SMALL = {"image_size": "64*64", "num_frames": 25, "infer_steps": 20, "guidance_scale": 3.0,
-         "sample_solver": "unipc", "sample_shift": 5.0, "seed": 3}
-
-
-def _ready(settings, **params):
-    job = make_job(params={**SMALL, **params})
-    target = Path(settings.MEDIA_ROOT) / "inputs" / f"{job.request_id}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(png_bytes(80, 60))
-    services.mark_input_ready(job_id=job.pk, image_path=f"inputs/{job.request_id}.png", sha256="0" * 64)
-    return job
 
 
 def test_the_daemon_reports_its_adapters_and_runs_a_lora_job(settings, tiny_ckpt, tmp_path):  # noqa: F811
@@ -36,8 +21,8 @@ def test_the_daemon_reports_its_adapters_and_runs_a_lora_job(settings, tiny_ckpt
         (held,) = worker.loras
         assert (held["name"], held["format"], held["rank"]) == ("style.v1", "kohya", 2)
         assert held["memory_bytes"] > 0 and len(held["sha256"]) == 12
-        with_lora = _ready(settings, loras=[{"name": "style.v1", "scale": 0.5}])
-        without = _ready(settings)
+        with_lora = ready_small_job(loras=[{"name": "style.v1", "scale": 0.5}])
+        without = ready_small_job()
         done = wait_for(lambda: finished(with_lora.pk), timeout=120, what="the LoRA job", log=log)
         plain = wait_for(lambda: finished(without.pk), timeout=120, what="the plain job", log=log)
     assert done.status == JobStatus.SUCCEED, done.reason

@@ -21,9 +21,7 @@ from django.core.management import get_commands
 
 from config.service import child_commands, daemon_command, web_command
 from inference.daemon.stop import STOP_SIGNAL_DEBOUNCE_SECONDS
-from tests.conftest import make_job, png_bytes
-from tests.daemon_support import ROOT, database_url_for_tests, job_state, running, service_env, wait_for
-from videojobs import services
+from tests.daemon_support import ROOT, database_url_for_tests, job_state, ready_small_job, running, service_env, wait_for
 from videojobs.checks import CKPT_PARTS
 from videojobs.models import InferenceWorker, JobStatus
 
@@ -299,13 +297,7 @@ def unit_daemon(settings, tiny_ckpt):  # noqa: F811
     (command,) = service("videogen-inference.service")["ExecStart"]
 
     def ready_job(infer_steps: int):
-        job = make_job(params={"image_size": "64*64", "num_frames": 49, "infer_steps": infer_steps, "guidance_scale": 3.0,
-                               "sample_solver": "unipc", "sample_shift": 5.0, "seed": 3})
-        target = Path(settings.MEDIA_ROOT) / "inputs" / f"{job.request_id}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(png_bytes(80, 60))
-        services.mark_input_ready(job_id=job.pk, image_path=f"inputs/{job.request_id}.png", sha256="0" * 64)
-        return job
+        return ready_small_job(num_frames=49, infer_steps=infer_steps)
 
     return ready_job, expand(command, environ), environ
 
